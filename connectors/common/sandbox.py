@@ -1,4 +1,4 @@
-"""Shared machinery of the vendor sandboxes: per-tenant HTTP apps, OAuth, tokens, fault injection, counters, admin API."""
+"""Shared machinery of the vendor sandboxes: per-tenant apps, OAuth, tokens, faults, counters, admin API."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ class VendorSandbox(ABC):
         return {}
 
     oauth_authorize_path = "/oauth/authorize"
-    oauth_token_path = "/oauth/token"
+    oauth_token_path = "/oauth/token"  # noqa: S105 - a URL path, not a secret
 
     def tenant_ids(self) -> list[str]:
         return list(self.fixtures)

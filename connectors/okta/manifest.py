@@ -102,7 +102,7 @@ ACTIONS: list[dict[str, Any]] = [
         "examples": [
             "who do I report to these days?",
             "what's my job title in Okta",
-            "Who is Priya Raman's manager?",
+            "which manager does Priya Raman report to?",
             "is marcus.lee@example.com's Okta account active?",
             "pull up the directory profile for Dana Kim",
             "which department is Tom in",

@@ -1,0 +1,1 @@
+"""The registry: tenants, directory, tenant policy and authorized tool invocation."""
