@@ -27,6 +27,7 @@ class MeshConfig(BaseSettings):
     otel_exporter: str = Field(default="none", description="none | console | otlp")
     otel_endpoint: str = "http://127.0.0.1:4317"
     shutdown_grace_s: float = 10.0
+    shutdown_notice_s: float = Field(default=1.0, description="NOT_SERVING is reported this long before draining")
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://agentmesh@127.0.0.1:5432/agentmesh"
 

@@ -190,9 +190,11 @@ class Running:
     metrics_port: int | None
     services: list[str]
 
-    async def stop(self, grace_s: float) -> None:
-        """NOT_SERVING first, then drain in-flight calls for up to grace_s."""
+    async def stop(self, grace_s: float, notice_s: float = 0.0) -> None:
+        """NOT_SERVING first (kept for notice_s so health checkers see it), then drain calls for up to grace_s."""
         await self.health.enter_graceful_shutdown()
+        if notice_s:
+            await asyncio.sleep(notice_s)
         await self.server.stop(grace_s)
 
 
@@ -237,6 +239,6 @@ async def serve(config: MeshConfig, services: list[ServiceSpec], *, service_labe
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await running.stop(config.shutdown_grace_s)
+    await running.stop(config.shutdown_grace_s, config.shutdown_notice_s)
     if on_stopped is not None:
         await on_stopped()
