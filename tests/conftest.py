@@ -29,3 +29,13 @@ def verifier(keyring: KeyRing) -> Verifier:
 def mesh_config(keyring: KeyRing, tmp_path_factory: pytest.TempPathFactory) -> MeshConfig:
     state: Path = tmp_path_factory.mktemp("state")
     return MeshConfig(state_dir=state, jwks_path=keyring.jwks_path, port=0)
+
+
+@pytest.fixture(scope="session")
+def backing(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server and PostgreSQL 16 + pgvector for the whole test session."""
+    from mesh.backing import start_backing
+
+    services = start_backing(tmp_path_factory.mktemp("backing"))
+    yield services
+    services.stop()
