@@ -135,7 +135,7 @@ def start_redis(data_dir: Path, host: str = "127.0.0.1") -> tuple[str, subproces
 def start_postgres(data_dir: Path, host: str = "127.0.0.1") -> tuple[int, subprocess.Popen[bytes]]:
     init_postgres(data_dir)
     port = free_port(host)
-    log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # noqa: SIM115 - the process owns it
+    log = open(data_dir.parent / f"{data_dir.name}.log", "ab")
     proc = subprocess.Popen(postgres_command(data_dir, port, host), stdout=log, stderr=log,
                             **_pg_user_kwargs())  # type: ignore[call-overload]
     _wait_port(host, port, proc, "postgres")

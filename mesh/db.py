@@ -40,7 +40,8 @@ async def migrate(admin_dsn: str, schema: str, folder: Path) -> list[str]:
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
-                           "version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+                           "version int PRIMARY KEY, name text NOT NULL, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
         done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")}
         for path in files:
             version = int(path.name[:4])
