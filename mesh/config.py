@@ -29,7 +29,10 @@ class MeshConfig(BaseSettings):
     shutdown_grace_s: float = 10.0
     shutdown_notice_s: float = Field(default=1.0, description="NOT_SERVING is reported this long before draining")
     redis_url: str = "redis://127.0.0.1:6379/0"
-    database_url: str = "postgresql://agentmesh@127.0.0.1:5432/agentmesh"
+    database_url: str = Field(default="postgresql://agentmesh_app@127.0.0.1:5432/agentmesh",
+                              description="what the service connects as (row-level security applies)")
+    database_admin_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/agentmesh",
+                                    description="owner connection, used only to apply migrations at start")
 
     @property
     def resolved_jwks_path(self) -> Path:
