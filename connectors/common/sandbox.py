@@ -371,6 +371,25 @@ class _Abort(Exception):
         self.response = response
 
 
+def sandbox_classes() -> dict[str, type[VendorSandbox]]:
+    """The VendorSandbox subclass of each vendor package present (connectors/<vendor>/sandbox.py)."""
+    import importlib
+    import inspect
+
+    found: dict[str, type[VendorSandbox]] = {}
+    for vendor in ("servicenow", "jira", "salesforce", "okta"):
+        try:
+            module = importlib.import_module(f"connectors.{vendor}.sandbox")
+        except ModuleNotFoundError as err:
+            if err.name == f"connectors.{vendor}.sandbox":
+                continue
+            raise
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, VendorSandbox) and cls is not VendorSandbox and cls.vendor == vendor:
+                found[vendor] = cls
+    return found
+
+
 def abort(response: web.Response) -> _Abort:
     """`raise abort(resp)` ends a sandbox handler with a vendor-shaped error response."""
     return _Abort(response)
@@ -390,8 +409,10 @@ class RunningSandboxes:
             await runner.cleanup()
 
 
-async def start_sandboxes(sandboxes: list[VendorSandbox], host: str = "127.0.0.1") -> RunningSandboxes:
-    """Starts every sandbox app on its own free port and records the tenants' base URLs."""
+async def start_sandboxes(sandboxes: list[VendorSandbox], host: str = "127.0.0.1",
+                          ports: dict[str, int] | None = None) -> RunningSandboxes:
+    """Starts every sandbox app on its own port (`ports["<vendor>:<tenant or *>"]`, else a free one) and records
+    the tenants' base URLs."""
     runners: list[web.AppRunner] = []
     base_urls: dict[str, dict[str, str]] = {}
     admin_urls: dict[str, str] = {}
@@ -400,7 +421,7 @@ async def start_sandboxes(sandboxes: list[VendorSandbox], host: str = "127.0.0.1
         for key, app in sb.build_apps().items():
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, host, 0)
+            site = web.TCPSite(runner, host, (ports or {}).get(f"{sb.vendor}:{key}", 0))
             await site.start()
             runners.append(runner)
             port = runner.addresses[0][1]

@@ -1,0 +1,5 @@
+"""`python -m mesh` is `agentmesh`."""
+
+from mesh.cli import main
+
+main()
