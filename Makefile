@@ -14,10 +14,14 @@ STAMP := $(VENV)/.setup-stamp
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
+# System packages: redis-server (the real Redis of the stack and tests), docker-compose (validates the compose file).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(STAMP): pyproject.toml requirements-ml.txt
-	@command -v redis-server >/dev/null || { command -v apt-get >/dev/null && \
-	  { $$(command -v sudo || true) apt-get install -y -q redis-server || \
-	    { $$(command -v sudo || true) apt-get update -q && $$(command -v sudo || true) apt-get install -y -q redis-server; }; }; }
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	  if [ -n "$$missing" ]; then $(SUDO) apt-get install -y -q $$missing || \
+	    { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }; fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-ml.txt

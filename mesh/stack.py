@@ -33,6 +33,8 @@ class Service:
 
     name: str
     module: str
+    # Environment variables the service needs in a deployment (docker-compose.yml is checked against them).
+    requires: tuple[str, ...] = ()
 
     @property
     def present(self) -> bool:
@@ -42,13 +44,18 @@ class Service:
             return False
 
 
+_BASE = ("AGENTMESH_PORT", "AGENTMESH_JWKS_PATH")
+_DB = ("AGENTMESH_DATABASE_URL", "AGENTMESH_DATABASE_ADMIN_URL")
 SERVICES = (
-    Service("registry", "connectors.registry.server"),
-    *(Service(f"connector-{v}", f"connectors.{v}.server") for v in VENDORS),
-    Service("memory", "memory.server"),
-    Service("planner", "planner.server"),
-    Service("executor", "executor.server"),
-    Service("gateway", "gateway.server"),
+    Service("registry", "connectors.registry.server", (*_BASE, *_DB)),
+    *(Service(f"connector-{v}", f"connectors.{v}.server", _BASE) for v in VENDORS),
+    Service("memory", "memory.server", (*_BASE, *_DB, "AGENTMESH_REDIS_URL", "AGENTMESH_REGISTRY_ADDR")),
+    Service("planner", "planner.server", (*_BASE, "AGENTMESH_REDIS_URL", "AGENTMESH_REGISTRY_ADDR")),
+    Service("executor", "executor.server", (*_BASE, *_DB, "AGENTMESH_REDIS_URL", "AGENTMESH_REGISTRY_ADDR",
+                                            "AGENTMESH_PLANNER_ADDR", "AGENTMESH_MEMORY_ADDR")),
+    Service("gateway", "gateway.server", (*_BASE, *_DB, "AGENTMESH_REDIS_URL", "AGENTMESH_REGISTRY_ADDR",
+                                          "AGENTMESH_PLANNER_ADDR", "AGENTMESH_MEMORY_ADDR",
+                                          "AGENTMESH_EXECUTOR_ADDR")),
 )
 # Packages whose `seed` module seeds the demo tenants through the services' admin RPCs, in this order.
 SEEDERS = ("connectors.registry.seed", "memory.seed", "planner.seed", "executor.seed", "gateway.seed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import signal
 import subprocess
@@ -92,6 +93,10 @@ def _run(args: argparse.Namespace) -> int:
     stack = Stack(MeshConfig())
     try:
         _print_endpoints(stack.start())
+        if importlib.util.find_spec("gateway.cli") is None:
+            print("The gateway's chat is not in this checkout; the stack runs until Ctrl-C.", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            return 0
         chat = subprocess.run([sys.executable, "-m", "mesh.cli", "chat", "--tenant", args.tenant, "--user", args.user],
                               check=False)
         return chat.returncode
