@@ -199,6 +199,12 @@ class VendorSandbox(ABC):
     def tenant_ids(self) -> list[str]:
         return list(self.fixtures)
 
+    def tenant_of(self, request: web.Request) -> str:
+        """The tenant a vendor API request is addressed to, for counters and tenant-scoped faults (Jira maps its
+        cloud id here)."""
+        tenant: str = request.app["tenant"] or request.match_info.get("tenant", "")
+        return tenant
+
     # --- helpers for vendors ------------------------------------------------------------------
     def authenticate(self, request: web.Request, tenant: str, schemes: tuple[str, ...] = ("Bearer",)) -> TokenInfo:
         """The token's info, or raises the vendor's 401 (a token of another tenant is a 401 too)."""
@@ -238,7 +244,7 @@ class VendorSandbox(ABC):
         try:
             if path.startswith(ADMIN_PREFIX):
                 return await handler(request)
-            tenant = request.app["tenant"] or request.match_info.get("tenant", "")
+            tenant = self.tenant_of(request)
             self.counters.calls[f"{tenant}:{request.method} {self._route_of(request)}"] += 1
             faults = self.faults
             applies = faults.tenant in (None, tenant)
