@@ -14,7 +14,7 @@ from google.protobuf import json_format, struct_pb2
 
 from mesh import principal as principal_mod
 from mesh.errors import MeshError, Reason, invalid_argument
-from mesh.server import ServiceSpec
+from mesh.server import ANY_KIND, ServiceSpec
 
 from .http import VendorError
 
@@ -154,7 +154,7 @@ def connector_spec(vendor: Vendor) -> ServiceSpec:
     """The ServiceSpec to pass to mesh.server.serve for a vendor connector."""
     servicer = ConnectorServicer(vendor)
     return ServiceSpec(SERVICE_NAME, servicer, connector_service_pb2_grpc.add_ConnectorServiceServicer_to_server,
-                       validators={"Invoke": servicer.validate})
+                       kinds={"Describe": ANY_KIND}, validators={"Invoke": servicer.validate})
 
 
 
