@@ -8,10 +8,10 @@ from typing import Any, Protocol
 
 import grpc
 import jsonschema
-from agentmesh.common.v1 import common_pb2
-from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connector_service_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
+from agentmesh.common.v1 import common_pb2
+from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connector_service_pb2_grpc
 from mesh import principal as principal_mod
 from mesh.errors import MeshError, Reason, invalid_argument
 from mesh.server import ANY_KIND, ServiceSpec
