@@ -18,6 +18,9 @@ ADMIN_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from connectors.conformance.cli import register as register_conformance
+
+    register_conformance(sub)
     sandbox = sub.add_parser("sandbox", help="the vendor sandboxes (local ServiceNow, Jira, Salesforce, Okta)")
     cmds = sandbox.add_subparsers(dest="sandbox_command", required=True)
     serve = cmds.add_parser("serve", help="run every sandbox; prints one line per vendor and tenant")

@@ -16,11 +16,12 @@ from mesh import principal as principal_mod
 from mesh.errors import MeshError, Reason, invalid_argument
 from mesh.server import ANY_KIND, ServiceSpec
 
-from .http import VendorError
+from .http import VendorError, VendorUnavailable
 
 log = logging.getLogger("agentmesh.connector")
 
 SERVICE_NAME = "agentmesh.connector.v1.ConnectorService"
+_DEADLINE_SLACK_S = 0.05
 
 
 @dataclass
@@ -123,6 +124,13 @@ class ConnectorServicer(connector_service_pb2_grpc.ConnectorServiceServicer):
                           request.idempotency_key, principal_mod._current.get(), context.time_remaining() or 10.0)
         try:
             outcome = await self.vendor.invoke(ctx)
+        except VendorUnavailable as err:
+            remaining = context.time_remaining()
+            if remaining is not None and remaining < _DEADLINE_SLACK_S:
+                # The vendor call was cut short by the caller's own deadline, not by the vendor.
+                raise MeshError(Reason.DEADLINE, "the call's deadline ran out while the vendor was working",
+                                domain=self.domain) from None
+            raise err.to_mesh(self.domain) from None
         except VendorError as err:
             raise err.to_mesh(self.domain) from None
         result = struct_pb2.Struct()
