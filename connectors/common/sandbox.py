@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 ADMIN_PREFIX = "/__sandbox"
+# The tenant an app serves ("" for an app that routes tenants itself, like Jira's).
+TENANT_KEY: web.AppKey[str] = web.AppKey("agentmesh_tenant")
 # The OAuth client every sandbox accepts; the local stack registers it for account linking.
 SANDBOX_CLIENT_ID = "agentmesh"
 SANDBOX_CLIENT_SECRET = "agentmesh-sandbox-secret"  # noqa: S105 - a sandbox-only fixture secret
@@ -202,7 +204,7 @@ class VendorSandbox(ABC):
     def tenant_of(self, request: web.Request) -> str:
         """The tenant a vendor API request is addressed to, for counters and tenant-scoped faults (Jira maps its
         cloud id here)."""
-        tenant: str = request.app["tenant"] or request.match_info.get("tenant", "")
+        tenant: str = request.app[TENANT_KEY] or request.match_info.get("tenant", "")
         return tenant
 
     # --- helpers for vendors ------------------------------------------------------------------
@@ -230,7 +232,7 @@ class VendorSandbox(ABC):
         apps: dict[str, web.Application] = {}
         for tenant in tenants:
             app = web.Application(middlewares=[self._middleware])
-            app["tenant"] = tenant
+            app[TENANT_KEY] = tenant or ""
             self._add_admin_routes(app)
             self.add_routes(app, tenant)
             apps[tenant or "*"] = app
@@ -303,7 +305,7 @@ class VendorSandbox(ABC):
     async def _admin_token(self, request: web.Request) -> web.Response:
         """Issues a token directly: {"tenant", "user"} for a user, {"tenant", "service": true} for a service token."""
         body = await request.json()
-        tenant = body.get("tenant") or request.app["tenant"]
+        tenant = body.get("tenant") or request.app[TENANT_KEY]
         if tenant not in self.fixtures:
             return web.json_response({"error": f"unknown tenant {tenant!r}"}, status=404)
         if body.get("service"):
@@ -325,7 +327,7 @@ class VendorSandbox(ABC):
         return body
 
     def _tenant_of(self, request: web.Request, given: str | None) -> str | None:
-        tenant = request.app["tenant"] or given
+        tenant = request.app[TENANT_KEY] or given
         return tenant if tenant in self.fixtures else None
 
     async def _oauth_authorize(self, request: web.Request) -> web.Response:

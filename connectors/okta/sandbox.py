@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.common.sandbox import ADMIN_PREFIX, VendorSandbox, abort
+from connectors.common.sandbox import ADMIN_PREFIX, TENANT_KEY, VendorSandbox, abort
 
 from .filters import FilterError, Predicate, attribute, compile_filter
 
@@ -232,7 +232,7 @@ class OktaSandbox(VendorSandbox):
         """X-Rate-Limit-* and X-Okta-Request-Id on every API response, as Okta sends them."""
         if request.path.startswith(ADMIN_PREFIX):
             return
-        org = self.orgs.get(request.app["tenant"])
+        org = self.orgs.get(request.app[TENANT_KEY])
         if org is None:
             return
         window = math.floor(time.time() / 60) * 60
@@ -250,7 +250,7 @@ class OktaSandbox(VendorSandbox):
     # --- callers, targets, permissions -----------------------------------------------------------
     def _caller(self, request: web.Request, scope: str) -> _Caller:
         """Authenticates (Bearer user tokens; SSWS for the tenant's API token) and checks the token's scope."""
-        tenant = request.app["tenant"]
+        tenant = request.app[TENANT_KEY]
         info = self.authenticate(request, tenant, schemes=("Bearer", "SSWS"))
         scheme = request.headers.get("Authorization", "").split(" ", 1)[0]
         if scheme == "SSWS" and info.kind != "service":

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.common.sandbox import SANDBOX_CLIENT_SECRET, Handler, TokenInfo, VendorSandbox
+from connectors.common.sandbox import SANDBOX_CLIENT_SECRET, TENANT_KEY, Handler, TokenInfo, VendorSandbox
 
 from . import soql
 from .org import OBJECTS, WRITABLE, ApiError, Org, not_found
@@ -110,7 +110,7 @@ class SalesforceSandbox(VendorSandbox):
     @web.middleware
     async def _api_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Counts API requests against the org's daily limit and answers failures in Salesforce's shape."""
-        tenant = request.app["tenant"]
+        tenant = request.app[TENANT_KEY]
         if request.path.startswith(API_PREFIX):
             if self.api_usage[tenant] >= self.daily_api_limit:
                 return _limit_exceeded("TotalRequests Limit exceeded.")
@@ -128,13 +128,13 @@ class SalesforceSandbox(VendorSandbox):
 
     async def _limit_header(self, request: web.Request, response: web.StreamResponse) -> None:
         """Sforce-Limit-Info on every API response (GET /services/data/ itself does not count)."""
-        tenant = request.app["tenant"]
+        tenant = request.app[TENANT_KEY]
         if request.path.startswith(API_PREFIX) and tenant in self.api_usage:
             response.headers["Sforce-Limit-Info"] = f"api-usage={self.api_usage[tenant]}/{self.daily_api_limit}"
 
     def _caller(self, request: web.Request) -> tuple[str, Org, dict[str, Any]]:
         """The tenant, its org and the Salesforce user behind the bearer token (403 without one)."""
-        tenant = request.app["tenant"]
+        tenant = request.app[TENANT_KEY]
         info = self.authenticate(request, tenant)
         version = request.match_info.get("version")
         if version is not None and version not in VERSIONS:

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from connectors.common.sandbox import TokenInfo, VendorSandbox, abort
+from connectors.common.sandbox import TENANT_KEY, TokenInfo, VendorSandbox, abort
 
 from .query import QueryError, parse
 from .sandbox_state import DISPLAY_FIELD, SCHEMA, Denied, Record, TenantState
@@ -256,7 +256,7 @@ class ServiceNowSandbox(VendorSandbox):
         return web.Response(status=204)
 
     async def _invalid_table(self, request: web.Request) -> web.Response:
-        tenant = request.app["tenant"]
+        tenant = request.app[TENANT_KEY]
         self._caller(request, tenant)
         table = request.match_info["table"]
         return sn_error(400, f"Invalid table {table}", f"Invalid table {table}")
