@@ -15,6 +15,7 @@ from connectors.common.http import (
     VendorSession,
     VendorValidationError,
 )
+from connectors.common.matching import words_match
 from connectors.common.service import ActionResult, CallContext
 
 from . import adf
@@ -70,13 +71,6 @@ def _brief(issue: dict[str, Any]) -> dict[str, Any]:
         "issue_type": _name_of(fields.get("issuetype")) or "",
         "assignee": _person(fields.get("assignee")),
     }
-
-
-def _words_match(wanted: str, name: str) -> bool:
-    """catalog.md's rule for records named in words: every word given occurs in the name, any case and order."""
-    words = set(_WORDS.findall(name.lower()))
-    given = _WORDS.findall(wanted.lower())
-    return bool(given) and all(w in words for w in given)
 
 
 def _key_in(value: Any) -> str | None:
@@ -272,7 +266,7 @@ class JiraVendor:
         by_name = {str(_name_of(t.get("to"))): t for t in options if _name_of(t.get("to"))}
         names = sorted({*by_name, current})
         matched = ([n for n in names if n.lower() == wanted.lower()]
-                   or [n for n in names if _words_match(wanted, n)])
+                   or [n for n in names if words_match(wanted, n)])
         if not matched:
             raise VendorValidationError(
                 f"{issue['key']} cannot move to {wanted!r}; it can move to {', '.join(sorted(by_name))}",

@@ -18,6 +18,7 @@ from connectors.common.http import (
     VendorSession,
     VendorValidationError,
 )
+from connectors.common.matching import words_match
 from connectors.common.service import ActionResult, CallContext
 
 from . import manifest as manifest_module
@@ -76,12 +77,6 @@ def _urgency(value: Any) -> int:
 
 def _or_none(value: Any) -> str | None:
     return str(value) if value else None
-
-
-def matches_words(words: str, name: str) -> bool:
-    """catalog.md: every word given occurs in the name, ignoring case and order."""
-    lowered = name.lower()
-    return all(word in lowered for word in words.lower().split())
 
 
 class ServiceNowVendor:
@@ -310,7 +305,7 @@ class _Run:
         terms = [f"nameLIKE{literal(word, 'item')}" for word in words.split()]
         page = await self.client.query("sc_cat_item", "^".join(["active=true", *terms, "ORDERBYname"]),
                                        fields="sys_id,name", limit=25)
-        found = [r for r in page.records if matches_words(words, str(r["name"]))]
+        found = [r for r in page.records if words_match(words, str(r["name"]))]
         if len(found) > 1:
             found = [r for r in found if str(r["name"]).lower() == words.strip().lower()] or found
         if not found:
@@ -467,7 +462,7 @@ class _Run:
             wanted = await self.user_id(self.args["requested_for"])
             joined = [(c, who) for c, who in joined if who == wanted]
         if "item" in self.args:
-            joined = [(c, who) for c, who in joined if matches_words(self.args["item"], str(c["item"]))]
+            joined = [(c, who) for c, who in joined if words_match(self.args["item"], str(c["item"]))]
         candidates = [c for c, _ in joined]
         picked = {k: self.args[k] for k in ("number", "requested_for", "item") if k in self.args}
         if not candidates:
