@@ -115,6 +115,8 @@ class Stack:
             "AGENTMESH_HOST": HOST,
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": "1",
+            # Nothing load-balances the local stack: a short NOT_SERVING notice keeps `agentmesh down` quick.
+            "AGENTMESH_SHUTDOWN_NOTICE_S": "0.1",
         }
         for s in self.services():
             env[f"AGENTMESH_{s.name.upper().replace('-', '_')}_ADDR"] = f"{HOST}:{ports[s.name]}"
