@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,7 +122,8 @@ class ConnectorServicer(connector_service_pb2_grpc.ConnectorServiceServicer):
         arguments = _with_defaults(action, json_format.MessageToDict(request.arguments))
         arguments = _whole_numbers(arguments)
         ctx = CallContext(request.action, arguments, request.credential, request.instance,
-                          request.idempotency_key, principal_mod._current.get(), context.time_remaining() or 10.0)
+                          request.idempotency_key, _requester(principal_mod.current()),
+                          context.time_remaining() or 10.0)
         try:
             outcome = await self.vendor.invoke(ctx)
         except VendorUnavailable as err:
@@ -137,6 +139,16 @@ class ConnectorServicer(connector_service_pb2_grpc.ConnectorServiceServicer):
         result.update(outcome.result)
         return connector_service_pb2.InvokeResponse(result=result, summary=outcome.summary,
                                                     replayed=outcome.replayed)
+
+
+def _requester(p: principal_mod.Principal) -> principal_mod.Principal:
+    """The user a call acts for: the user principal itself, or the user an operator replays for."""
+    if p.kind != principal_mod.OPERATOR:
+        return p
+    if not p.on_behalf_of:
+        raise MeshError(Reason.PRINCIPAL_INVALID, "an operator principal must name the user it acts for",
+                        domain="agentmesh.connector")
+    return dataclasses.replace(p, user=p.on_behalf_of, kind=principal_mod.USER)
 
 
 def _with_defaults(action: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +174,7 @@ def connector_spec(vendor: Vendor) -> ServiceSpec:
     """The ServiceSpec to pass to mesh.server.serve for a vendor connector."""
     servicer = ConnectorServicer(vendor)
     return ServiceSpec(SERVICE_NAME, servicer, connector_service_pb2_grpc.add_ConnectorServiceServicer_to_server,
-                       kinds={"Describe": ANY_KIND}, validators={"Invoke": servicer.validate})
+                       kinds={"Describe": ANY_KIND, "Invoke": ANY_KIND}, validators={"Invoke": servicer.validate})
 
 
 

@@ -144,12 +144,14 @@ class CatalogEntry:
     name: str
     description: str
     examples: tuple[str, ...]
+    effect: str = ""
 
 
 def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
     """The catalog tools offered as denied tools: a JSON list of specs, or the manifests shipped in connectors/."""
     specs: Iterable[Mapping[str, Any]] = json.loads(path.read_text()) if path else tool_specs()
-    return [CatalogEntry(str(s["name"]), str(s.get("description", "")), tuple(s.get("examples", ()))) for s in specs]
+    return [CatalogEntry(str(s["name"]), str(s.get("description", "")), tuple(s.get("examples", ())),
+                         str(s.get("effect", ""))) for s in specs]
 
 
 @dataclass(frozen=True)

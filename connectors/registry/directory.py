@@ -124,7 +124,7 @@ def resolve(people: Iterable[Person], query: str, requester: str, *, argument: s
         raise MeshError(Reason.UNKNOWN_PERSON, f"no one in the directory has the email {value!r}{where}",
                         domain=DOMAIN, metadata=_meta(argument, value, []))
     exact = [p for p in everyone if p.name.casefold() == value.casefold()]
-    found = exact or [p for p in everyone if matches(p, value)]
+    found = sorted(exact or [p for p in everyone if matches(p, value)], key=lambda p: (p.name.casefold(), p.email))
     if len(found) == 1:
         return found[0]
     if not found:

@@ -1,5 +1,4 @@
-"""Idempotency records of WRITE calls per (tenant, key) in PostgreSQL: first result replayed, reuse and in-flight
-refused."""
+"""Idempotency records of WRITE calls per (tenant, key) in PostgreSQL: replay, reuse and in-flight refusals."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One tool call as the requester: validate, resolve people, authorize, pick the credential, claim the idempotency
-key, call the connector within the deadline, and write exactly one audit row whatever happens."""
+"""One tool call as the requester, from validation to the connector call, with exactly one audit row per call."""
 
 from __future__ import annotations
 
@@ -107,7 +106,7 @@ class Invoker:
         self.audit = audit
         self.caller = caller
         self.link_url = link_url
-        self.catalog = {entry.name for entry in catalog}
+        self.catalog = {entry.name: entry for entry in catalog}
         self.reserve_s = reserve_s
 
     async def invoke(self, who: Caller, tool_name: str, arguments: Mapping[str, Any], key: str,
@@ -165,15 +164,19 @@ class Invoker:
                 served = ", ".join(t.name for t in registration.tools) if registration else ""
                 hint = f"; {connector} serves {served}" if served else ""
                 raise invalid_argument([("tool", f"unknown tool {tool_name!r}{hint}")], domain=DOMAIN)
-            trace.effect = tool.effect if tool is not None else ""
+            trace.effect = tool.effect if tool is not None else self.catalog[tool_name].effect
             early = authorization.precheck(policy, groups, tool_name, who.user)
             if early is not None:
                 trace.rule = early.rule or authorization.NO_RULE
                 raise authorization.denied(tool_name, early)
-            if registration is None or tool is None:
+            if registration is None:
                 raise MeshError(Reason.UPSTREAM_UNAVAILABLE,
                                 f"the {connector} connector is not registered for this tenant", domain=DOMAIN,
                                 metadata={"connector": connector})
+            if tool is None:
+                raise MeshError(Reason.UPSTREAM_UNAVAILABLE,
+                                f"the registered {connector} connector (version {registration.manifest_version}) "
+                                f"does not serve {tool_name}", domain=DOMAIN, metadata={"connector": connector})
             filled = tool.with_defaults(arguments)
             trace.arguments = filled
             violations = tool.violations(filled)
@@ -238,7 +241,7 @@ class Invoker:
             if found is None:
                 url = await self.link_url(tenant, registration, who.user)
                 how = f"; link it at {url}" if url else "; the tenant has not set up account linking for it"
-                raise MeshError(Reason.ACCOUNT_NOT_LINKED, f"{who.user} has not linked a {connector} account{how}",
+                raise MeshError(Reason.ACCOUNT_NOT_LINKED, f"{who.user} has not linked their {connector} account{how}",
                                 domain=DOMAIN, metadata={"connector": connector, "link_url": url})
             credential = found
         trace.detail["acting_as"] = credential.kind
@@ -253,7 +256,7 @@ class Invoker:
                                                                    registration.oauth, credential)
             if fresh is None:
                 raise
-            trace.detail["refreshed"] = True
+            trace.detail["retried_after_401"] = True
             retry = ConnectorCall(registration, tool.action, arguments, call.idempotency_key, fresh, who.token,
                                   max(remaining() - self.reserve_s, 0.001))
             return await self.caller.invoke(retry)

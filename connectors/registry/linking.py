@@ -53,12 +53,15 @@ class Linker:
         if not registration.oauth.configured:
             raise MeshError(Reason.NOT_FOUND, f"the tenant has not set up account linking for {connector}",
                             domain=DOMAIN, metadata={"connector": connector})
+        if not self.redirect_uri:
+            raise MeshError(Reason.UPSTREAM_UNAVAILABLE, "account linking needs the registry's public_url (the "
+                            "OAuth callback the vendor redirects to)", domain=DOMAIN)
         state = self.sealer.seal(tenant, user.lower(), connector)
         return authorize_url(registration.oauth, self.redirect_uri, state, user.lower()), state
 
     async def link_url(self, tenant: Tenant, registration: Registration, user: str) -> str:
         """A fresh link URL for an ACCOUNT_NOT_LINKED answer ('' when the tenant has no OAuth client for it)."""
-        if not registration.oauth.configured:
+        if not registration.oauth.configured or not self.redirect_uri:
             return ""
         url, _ = await self.start(tenant.tenant_id, user, registration.connector)
         return url

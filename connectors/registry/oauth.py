@@ -1,5 +1,4 @@
-"""The OAuth authorization-code flow against a vendor's (or sandbox's) endpoints: link URLs, code exchange,
-refresh and revocation, with a sealed state parameter."""
+"""The OAuth authorization-code flow: link URLs with a sealed state, code exchange, refresh and revocation."""
 
 from __future__ import annotations
 

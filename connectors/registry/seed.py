@@ -1,8 +1,8 @@
-"""Seeds the demo tenants through the registry's own admin RPCs: tenants and policies, directories, connector
-registrations against the sandboxes, pre-linked user tokens and the Okta service credential. Idempotent."""
+"""Seeds the demo tenants through the registry's admin RPCs: policies, directories, connectors, linked tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from agentmesh.common.v1 import common_pb2
@@ -27,7 +26,7 @@ from connectors.common.sandbox import (
 )
 from connectors.registry.directory import person_from_fixture
 from mesh import client
-from mesh.principal import Minter, Principal
+from mesh.principal import Minter
 
 log = logging.getLogger("agentmesh.registry.seed")
 DEMO_TENANTS = ("acme", "globex")
@@ -91,8 +90,11 @@ def _needs_service_credential(policy: dict[str, Any], vendor: str) -> bool:
 
 async def seed_demo(endpoints: dict[str, Any], minter: Minter) -> None:
     """Upserts acme and globex with their policies and directories, registers the connectors each policy enables,
-    pre-links every demo user with a sandbox-issued token and stores the Okta service credential. Running it again
-    changes nothing; a connector whose endpoint or sandbox moved gets fresh tokens."""
+    links every demo user with a sandbox-issued token and stores the Okta service credential.
+
+    Running it again leaves tenants, policies, directories and registrations as they were (no update) and every
+    user linked once; the sandbox tokens are issued afresh each run, because a restarted sandbox (same ports)
+    has forgotten the tokens it issued before and a stored token cannot be checked without using it."""
     fixtures = load_fixtures(DEMO_TENANTS)
     policies = json.loads((fixtures_dir() / "policy.json").read_text())
     operator = minter.mint_operator("seed@agentmesh")
@@ -109,29 +111,18 @@ async def seed_demo(endpoints: dict[str, Any], minter: Minter) -> None:
                 common_pb2.Person(email=p.email, name=p.name, first_name=p.first_name, last_name=p.last_name,
                                   groups=list(p.groups), title=p.title, department=p.department, manager=p.manager,
                                   system_ids=p.system_ids) for p in people]), metadata=meta, timeout=RPC_TIMEOUT_S)
-            before = {r.connector: r for r in (await stub.ListConnectors(
-                registry_service_pb2.ListConnectorsRequest(tenant_id=tenant), metadata=meta,
-                timeout=RPC_TIMEOUT_S)).registrations}
-            linked = {p.email: await _linked(stub, minter, tenant, p.email, p.groups) for p in people}
             for vendor in policy.get("connectors", []):
                 endpoint = endpoints["services"].get(f"connector-{vendor}")
                 base_url = endpoints.get("sandboxes", {}).get(vendor, {}).get(tenant)
                 if not endpoint or not base_url:
                     log.warning("no %s connector or sandbox for %s; not registered", vendor, tenant)
                     continue
-                wanted = registration(tenant, vendor, endpoint, base_url, fixture)
-                stored = (await stub.RegisterConnector(registry_service_pb2.RegisterConnectorRequest(
-                    registration=wanted), metadata=meta, timeout=RPC_TIMEOUT_S)).registration
-                old = before.get(vendor)
-                moved = old is None or old.endpoint != endpoint or old.instance != wanted.instance
+                await stub.RegisterConnector(registry_service_pb2.RegisterConnectorRequest(
+                    registration=registration(tenant, vendor, endpoint, base_url, fixture)), metadata=meta,
+                    timeout=RPC_TIMEOUT_S)
                 origin = _origin(base_url)
-                for person in people:
-                    if not moved and vendor in linked[person.email]:
-                        continue
-                    token = await _sandbox_token(http, origin, {"tenant": tenant, "user": person.email})
-                    await stub.PutCredential(_user_credential(tenant, vendor, person.email, token), metadata=meta,
-                                             timeout=RPC_TIMEOUT_S)
-                if _needs_service_credential(policy, vendor) and (moved or not stored.service_credential):
+                await asyncio.gather(*(_link(stub, meta, http, origin, tenant, vendor, p.email) for p in people))
+                if _needs_service_credential(policy, vendor):
                     token = await _sandbox_token(http, origin, {"tenant": tenant, "service": True})
                     await stub.PutCredential(registry_service_pb2.PutCredentialRequest(
                         tenant_id=tenant, connector=vendor, credential=connector_pb2.Credential(
@@ -140,16 +131,11 @@ async def seed_demo(endpoints: dict[str, Any], minter: Minter) -> None:
                             service_identity=f"agentmesh-service@{tenant}")), metadata=meta, timeout=RPC_TIMEOUT_S)
 
 
-async def _linked(stub: registry_service_pb2_grpc.RegistryServiceStub, minter: Minter, tenant: str, email: str,
-                  groups: tuple[str, ...]) -> set[str]:
-    """The systems a user has linked (asked as that user: links are the user's own business)."""
-    who: Principal = minter.mint_user(tenant, email, groups)
-    try:
-        answer = await stub.ListAccountLinks(registry_service_pb2.ListAccountLinksRequest(),
-                                             metadata=client.metadata(who), timeout=RPC_TIMEOUT_S)
-    except grpc.aio.AioRpcError:
-        return set()
-    return {link.connector for link in answer.links if link.linked}
+async def _link(stub: registry_service_pb2_grpc.RegistryServiceStub, meta: Any, http: aiohttp.ClientSession,
+                origin: str, tenant: str, vendor: str, email: str) -> None:
+    """Stores a sandbox-issued token for the user, as if they had linked their account."""
+    token = await _sandbox_token(http, origin, {"tenant": tenant, "user": email})
+    await stub.PutCredential(_user_credential(tenant, vendor, email, token), metadata=meta, timeout=RPC_TIMEOUT_S)
 
 
 def _user_credential(tenant: str, vendor: str, email: str,

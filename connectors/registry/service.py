@@ -1,5 +1,4 @@
-"""RegistryService: translates protos in and out of the registry's domain modules; tenant and user come from the
-verified principal only."""
+"""RegistryService: protos in and out of the registry's domain modules; tenant and user from the principal only."""
 
 from __future__ import annotations
 
@@ -180,6 +179,26 @@ def tool_spec(tool: Tool, confirm: bool) -> common_pb2.ToolSpec:
 Violations = list[tuple[str, str]]
 
 
+MAX_TIMESTAMP_S = 253402300799  # 9999-12-31T23:59:59Z, protobuf's upper bound
+MAX_DURATION_S = 10 * 365 * 86400
+
+
+def _timestamp_field(message: Any, name: str) -> Violations:
+    if message.HasField(name):
+        value = getattr(message, name)
+        if not 0 <= value.seconds <= MAX_TIMESTAMP_S or not 0 <= value.nanos < 1_000_000_000:
+            return [(name, "not a valid time")]
+    return []
+
+
+def _duration_field(message: Any, name: str, prefix: str = "") -> Violations:
+    if message.HasField(name):
+        value = getattr(message, name)
+        if not 0 <= value.seconds <= MAX_DURATION_S or not 0 <= value.nanos < 1_000_000_000:
+            return [(prefix + name, "must be between 0 and 10 years")]
+    return []
+
+
 def _tenant_field(value: str, name: str = "tenant_id") -> Violations:
     return [] if tenants.TENANT_ID.match(value) else [(name, "a tenant id is required (lower-case letters, digits)")]
 
@@ -191,7 +210,9 @@ def _connector_field(value: str, name: str = "connector") -> Violations:
 def _validate_upsert_tenant(r: registry_service_pb2.UpsertTenantRequest) -> Violations:
     if not r.HasField("tenant"):
         return [("tenant", "the tenant is required")]
-    return tenants.tenant_violations(tenant_from_proto(r.tenant))
+    durations = [v for name in ("request_timeout", "audit_retention", "memory_ttl")
+                 for v in _duration_field(r.tenant, name, "tenant.")]
+    return durations or tenants.tenant_violations(tenant_from_proto(r.tenant))
 
 
 def _validate_register(r: registry_service_pb2.RegisterConnectorRequest) -> Violations:
@@ -257,7 +278,7 @@ def _validate_put_credential(r: registry_service_pb2.PutCredentialRequest) -> Vi
         out.append(("credential.token", "the token is required"))
     if len(r.credential.token) > 8192 or len(r.refresh_token) > 8192:
         out.append(("credential.token", "at most 8192 characters"))
-    return out
+    return out + _timestamp_field(r, "expire_time")
 
 
 def _validate_append(r: registry_service_pb2.AppendAuditEventRequest) -> Violations:
@@ -268,13 +289,14 @@ def _validate_append(r: registry_service_pb2.AppendAuditEventRequest) -> Violati
         out.append(("event.kind", "tool_call rows are written by Invoke only"))
     if r.event.tenant_id and not tenants.TENANT_ID.match(r.event.tenant_id):
         out.append(("event.tenant_id", "not a tenant id"))
-    return out
+    return out + _duration_field(r.event, "latency", "event.")
 
 
 def _validate_list_audit(r: registry_service_pb2.ListAuditEventsRequest) -> Violations:
     out = _tenant_field(r.tenant_id)
     if r.page_size < 0 or r.page_size > 1000:
         out.append(("page_size", "between 0 and 1000"))
+    out += _timestamp_field(r, "since")
     if r.page_token:
         try:
             decode_page_token(r.page_token)
@@ -284,7 +306,8 @@ def _validate_list_audit(r: registry_service_pb2.ListAuditEventsRequest) -> Viol
 
 
 KINDS = {
-    "UpsertTenant": OPERATOR_ONLY, "GetTenant": ANY_KIND, "RegisterConnector": OPERATOR_ONLY,
+    "UpsertTenant": OPERATOR_ONLY, "GetTenant": ANY_KIND, "ListTenants": OPERATOR_ONLY,
+    "RegisterConnector": OPERATOR_ONLY,
     "ListConnectors": OPERATOR_ONLY, "DeleteConnector": OPERATOR_ONLY, "ImportDirectory": OPERATOR_ONLY,
     "ResolvePerson": USER_ONLY, "ListPeople": USER_ONLY, "ListTools": USER_ONLY, "Invoke": ANY_KIND,
     "StartAccountLink": USER_ONLY, "CompleteAccountLink": USER_ONLY, "ListAccountLinks": USER_ONLY,
@@ -335,6 +358,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         else:
             tenant_id = p.tenant
         return registry_service_pb2.GetTenantResponse(tenant=tenant_proto(await self._tenant(tenant_id)))
+
+    async def ListTenants(self, request: registry_service_pb2.ListTenantsRequest,
+                          context: grpc.aio.ServicerContext) -> registry_service_pb2.ListTenantsResponse:
+        p = principal_mod.current()
+        async with self.pool.acquire() as conn:
+            ids = await tenants.tenant_ids(conn)
+        found = [await self._tenant(t) for t in ids if p.tenant in ("*", t)]
+        return registry_service_pb2.ListTenantsResponse(tenants=[tenant_proto(t) for t in found])
 
     # --- connector registrations ---------------------------------------------------------------------------------
     async def RegisterConnector(self, request: registry_service_pb2.RegisterConnectorRequest,
@@ -522,7 +553,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         latency = event.latency.ToTimedelta().total_seconds() * 1000 if event.HasField("latency") else 0.0
         row_id = await self.parts.audit.append(AuditRow(
             tenant_id=tenant_id, user=user, kind=event.kind, acting_identity=acting, tool=event.tool,
-            effect=common_pb2.Effect.Name(event.effect).removeprefix("EFFECT_") if event.effect else "",
+            effect={v: k for k, v in _EFFECTS.items()}.get(event.effect, ""),
             arguments=_dict(event.arguments), outcome=event.outcome, code=event.code, reason=event.reason,
             rule=event.rule, latency_ms=latency, idempotency_key=event.idempotency_key,
             trace_id=event.trace_id or _trace_id(), request_id=p.request_id, run_id=p.run_id or event.run_id,

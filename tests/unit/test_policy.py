@@ -205,4 +205,5 @@ def test_rules_reject_unknown_effects_and_subjects() -> None:
         Rule.from_dict({"effect": "maybe", "groups": ["Everyone"], "tools": ["*"]})
     with pytest.raises(ValueError, match="subject"):
         Rule.from_dict({"effect": "allow", "groups": ["Everyone"], "tools": ["*"], "subject": "others"})
-    assert Rule.from_dict({"effect": "allow", "groups": ["A"], "tools": ["x.*"]}).describe(0) == "rule 0: allow A -> x.*"
+    rule = Rule.from_dict({"effect": "allow", "groups": ["A"], "tools": ["x.*"]})
+    assert rule.describe(0) == "rule 0: allow A -> x.*"

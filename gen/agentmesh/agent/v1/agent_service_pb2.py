@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentmesh/agent/v1/agent_service.proto\x12\x12\x61gentmesh.agent.v1\x1a agentmesh/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x0f\x43onverseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x36\n\x0c\x63onfirmation\x18\x03 \x01(\x0b\x32 .agentmesh.agent.v1.Confirmation\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"A\n\x0c\x43onfirmation\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x08\"\xb0\x03\n\x10\x43onverseResponse\x12\x30\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1c.agentmesh.agent.v1.AcceptedH\x00\x12\x14\n\nplan_token\x18\x02 \x01(\tH\x00\x12)\n\x04plan\x18\x03 \x01(\x0b\x32\x19.agentmesh.common.v1.PlanH\x00\x12\x37\n\x0cstep_started\x18\x04 \x01(\x0b\x32\x1f.agentmesh.agent.v1.StepStartedH\x00\x12\x38\n\rstep_finished\x18\x05 \x01(\x0b\x32\x1f.agentmesh.common.v1.StepResultH\x00\x12=\n\x0f\x61pproval_needed\x18\x06 \x01(\x0b\x32\".agentmesh.agent.v1.ApprovalNeededH\x00\x12\x16\n\x0c\x61nswer_token\x18\x07 \x01(\tH\x00\x12*\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x19.agentmesh.agent.v1.FinalH\x00\x12*\n\x05\x65rror\x18\t \x01(\x0b\x32\x19.agentmesh.agent.v1.ErrorH\x00\x42\x07\n\x05\x65vent\"T\n\x08\x41\x63\x63\x65pted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\"X\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"{\n\x0e\x41pprovalNeeded\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06prompt\x18\x05 \x01(\t\"\x89\x02\n\x05\x46inal\x12-\n\x07outcome\x18\x01 \x01(\x0e\x32\x1c.agentmesh.common.v1.Outcome\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\x05steps\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepTiming\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.agentmesh.common.v1.Usage\x12+\n\x08overhead\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"\xa2\x01\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.agentmesh.agent.v1.Error.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32g\n\x0c\x41gentService\x12W\n\x08\x43onverse\x12#.agentmesh.agent.v1.ConverseRequest\x1a$.agentmesh.agent.v1.ConverseResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&agentmesh/agent/v1/agent_service.proto\x12\x12\x61gentmesh.agent.v1\x1a agentmesh/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x0f\x43onverseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x36\n\x0c\x63onfirmation\x18\x03 \x01(\x0b\x32 .agentmesh.agent.v1.Confirmation\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"A\n\x0c\x43onfirmation\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x10\n\x08\x61pproved\x18\x03 \x01(\x08\"\xc2\x03\n\x10\x43onverseResponse\x12\x30\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1c.agentmesh.agent.v1.AcceptedH\x00\x12\x14\n\nplan_token\x18\x02 \x01(\tH\x00\x12)\n\x04plan\x18\x03 \x01(\x0b\x32\x19.agentmesh.common.v1.PlanH\x00\x12\x37\n\x0cstep_started\x18\x04 \x01(\x0b\x32\x1f.agentmesh.agent.v1.StepStartedH\x00\x12\x38\n\rstep_finished\x18\x05 \x01(\x0b\x32\x1f.agentmesh.common.v1.StepResultH\x00\x12=\n\x0f\x61pproval_needed\x18\x06 \x01(\x0b\x32\".agentmesh.agent.v1.ApprovalNeededH\x00\x12\x16\n\x0c\x61nswer_token\x18\x07 \x01(\tH\x00\x12*\n\x05\x66inal\x18\x08 \x01(\x0b\x32\x19.agentmesh.agent.v1.FinalH\x00\x12*\n\x05\x65rror\x18\t \x01(\x0b\x32\x19.agentmesh.agent.v1.ErrorH\x00\x12\x10\n\x08sequence\x18\n \x01(\x03\x42\x07\n\x05\x65vent\"T\n\x08\x41\x63\x63\x65pted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\"X\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"{\n\x0e\x41pprovalNeeded\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07step_id\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06prompt\x18\x05 \x01(\t\"\x89\x02\n\x05\x46inal\x12-\n\x07outcome\x18\x01 \x01(\x0e\x32\x1c.agentmesh.common.v1.Outcome\x12\x0c\n\x04text\x18\x02 \x01(\t\x12.\n\x05steps\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepTiming\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.agentmesh.common.v1.Usage\x12+\n\x08overhead\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06run_id\x18\x07 \x01(\t\"\xa2\x01\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x39\n\x08metadata\x18\x04 \x03(\x0b\x32\'.agentmesh.agent.v1.Error.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"G\n\x10WatchRunResponse\x12\x33\n\x05\x65vent\x18\x01 \x01(\x0b\x32$.agentmesh.agent.v1.ConverseResponse2\xc0\x01\n\x0c\x41gentService\x12W\n\x08\x43onverse\x12#.agentmesh.agent.v1.ConverseRequest\x1a$.agentmesh.agent.v1.ConverseResponse0\x01\x12W\n\x08WatchRun\x12#.agentmesh.agent.v1.WatchRunRequest\x1a$.agentmesh.agent.v1.WatchRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,19 +41,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFIRMATION']._serialized_start=287
   _globals['_CONFIRMATION']._serialized_end=352
   _globals['_CONVERSERESPONSE']._serialized_start=355
-  _globals['_CONVERSERESPONSE']._serialized_end=787
-  _globals['_ACCEPTED']._serialized_start=789
-  _globals['_ACCEPTED']._serialized_end=873
-  _globals['_STEPSTARTED']._serialized_start=875
-  _globals['_STEPSTARTED']._serialized_end=963
-  _globals['_APPROVALNEEDED']._serialized_start=965
-  _globals['_APPROVALNEEDED']._serialized_end=1088
-  _globals['_FINAL']._serialized_start=1091
-  _globals['_FINAL']._serialized_end=1356
-  _globals['_ERROR']._serialized_start=1359
-  _globals['_ERROR']._serialized_end=1521
-  _globals['_ERROR_METADATAENTRY']._serialized_start=1474
-  _globals['_ERROR_METADATAENTRY']._serialized_end=1521
-  _globals['_AGENTSERVICE']._serialized_start=1523
-  _globals['_AGENTSERVICE']._serialized_end=1626
+  _globals['_CONVERSERESPONSE']._serialized_end=805
+  _globals['_ACCEPTED']._serialized_start=807
+  _globals['_ACCEPTED']._serialized_end=891
+  _globals['_STEPSTARTED']._serialized_start=893
+  _globals['_STEPSTARTED']._serialized_end=981
+  _globals['_APPROVALNEEDED']._serialized_start=983
+  _globals['_APPROVALNEEDED']._serialized_end=1106
+  _globals['_FINAL']._serialized_start=1109
+  _globals['_FINAL']._serialized_end=1374
+  _globals['_ERROR']._serialized_start=1377
+  _globals['_ERROR']._serialized_end=1539
+  _globals['_ERROR_METADATAENTRY']._serialized_start=1492
+  _globals['_ERROR_METADATAENTRY']._serialized_end=1539
+  _globals['_WATCHRUNREQUEST']._serialized_start=1541
+  _globals['_WATCHRUNREQUEST']._serialized_end=1598
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1600
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1671
+  _globals['_AGENTSERVICE']._serialized_start=1674
+  _globals['_AGENTSERVICE']._serialized_end=1866
 # @@protoc_insertion_point(module_scope)

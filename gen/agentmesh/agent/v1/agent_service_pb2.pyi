@@ -102,10 +102,13 @@ class ConverseResponse(_message.Message):
     ANSWER_TOKEN_FIELD_NUMBER: _builtins.int
     FINAL_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     plan_token: _builtins.str
     """plan_token is a batch of planner output text."""
     answer_token: _builtins.str
     """answer_token is a batch of answer text."""
+    sequence: _builtins.int
+    """sequence numbers the events of one run from 1 (WatchRun resumes after a sequence)."""
     @_builtins.property
     def accepted(self) -> Global___Accepted:
         """accepted is sent at once."""
@@ -146,10 +149,11 @@ class ConverseResponse(_message.Message):
         answer_token: _builtins.str = ...,
         final: Global___Final | None = ...,
         error: Global___Error | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "answer_token", b"answer_token", "approval_needed", b"approval_needed", "error", b"error", "event", b"event", "final", b"final", "plan", b"plan", "plan_token", b"plan_token", "step_finished", b"step_finished", "step_started", b"step_started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "answer_token", b"answer_token", "approval_needed", b"approval_needed", "error", b"error", "event", b"event", "final", b"final", "plan", b"plan", "plan_token", b"plan_token", "step_finished", b"step_finished", "step_started", b"step_started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "answer_token", b"answer_token", "approval_needed", b"approval_needed", "error", b"error", "event", b"event", "final", b"final", "plan", b"plan", "plan_token", b"plan_token", "sequence", b"sequence", "step_finished", b"step_finished", "step_started", b"step_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["accepted", "plan_token", "plan", "step_started", "step_finished", "approval_needed", "answer_token", "final", "error"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
@@ -372,3 +376,53 @@ class Error(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Error: _TypeAlias = Error  # noqa: Y015
+
+@_typing.final
+class WatchRunRequest(_message.Message):
+    """WatchRunRequest names the run to re-attach to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """run_id is the run (from the accepted event)."""
+    after_sequence: _builtins.int
+    """after_sequence is the last event sequence the caller saw; 0 replays every event."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunRequest: _TypeAlias = WatchRunRequest  # noqa: Y015
+
+@_typing.final
+class WatchRunResponse(_message.Message):
+    """WatchRunResponse is one event of the watched run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___ConverseResponse:
+        """event is the run's event, with its sequence."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___ConverseResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunResponse: _TypeAlias = WatchRunResponse  # noqa: Y015

@@ -43,6 +43,11 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseResponse.FromString,
                 _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/agentmesh.agent.v1.AgentService/WatchRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -53,7 +58,16 @@ class AgentServiceServicer:
     """
 
     def Converse(self, request, context):
-        """Converse runs one request (or answers a confirmation) and streams its events.
+        """Converse runs one request (or answers a confirmation) and streams its events. A run that pauses for a
+        confirmation ends its stream with approval_needed; the confirmation is a new Converse call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRun(self, request, context):
+        """WatchRun re-attaches to a run of the caller (after a broken stream): it replays the run's events after
+        after_sequence and follows the run until it ends or pauses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -66,6 +80,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Converse,
                     request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseRequest.FromString,
                     response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseResponse.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +118,33 @@ class AgentService:
             '/agentmesh.agent.v1.AgentService/Converse',
             agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseRequest.SerializeToString,
             agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.ConverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/WatchRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__service__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,7 +38,13 @@ class AgentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentServiceAsyncStub: ...
     Converse: _grpc.UnaryStreamMultiCallable[_agent_service_pb2.ConverseRequest, _agent_service_pb2.ConverseResponse]
-    """Converse runs one request (or answers a confirmation) and streams its events."""
+    """Converse runs one request (or answers a confirmation) and streams its events. A run that pauses for a
+    confirmation ends its stream with approval_needed; the confirmation is a new Converse call.
+    """
+    WatchRun: _grpc.UnaryStreamMultiCallable[_agent_service_pb2.WatchRunRequest, _agent_service_pb2.WatchRunResponse]
+    """WatchRun re-attaches to a run of the caller (after a broken stream): it replays the run's events after
+    after_sequence and follows the run until it ends or pauses.
+    """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
@@ -50,7 +56,13 @@ class AgentServiceAsyncStub(AgentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Converse: _aio.UnaryStreamMultiCallable[_agent_service_pb2.ConverseRequest, _agent_service_pb2.ConverseResponse]  # type: ignore[assignment]
-    """Converse runs one request (or answers a confirmation) and streams its events."""
+    """Converse runs one request (or answers a confirmation) and streams its events. A run that pauses for a
+    confirmation ends its stream with approval_needed; the confirmation is a new Converse call.
+    """
+    WatchRun: _aio.UnaryStreamMultiCallable[_agent_service_pb2.WatchRunRequest, _agent_service_pb2.WatchRunResponse]  # type: ignore[assignment]
+    """WatchRun re-attaches to a run of the caller (after a broken stream): it replays the run's events after
+    after_sequence and follows the run until it ends or pauses.
+    """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """AgentService is agentmesh's public API: a request in, a stream of progress and the answer out.
@@ -65,6 +77,18 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _agent_service_pb2.ConverseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_agent_service_pb2.ConverseResponse], _abc.AsyncIterator[_agent_service_pb2.ConverseResponse]]:
-        """Converse runs one request (or answers a confirmation) and streams its events."""
+        """Converse runs one request (or answers a confirmation) and streams its events. A run that pauses for a
+        confirmation ends its stream with approval_needed; the confirmation is a new Converse call.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRun(
+        self,
+        request: _agent_service_pb2.WatchRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agent_service_pb2.WatchRunResponse], _abc.AsyncIterator[_agent_service_pb2.WatchRunResponse]]:
+        """WatchRun re-attaches to a run of the caller (after a broken stream): it replays the run's events after
+        after_sequence and follows the run until it ends or pauses.
+        """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(agentmesh/memory/v1/memory_service.proto\x12\x13\x61gentmesh.memory.v1\x1a agentmesh/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"P\n\x11\x41ppendTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x04turn\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.Turn\"(\n\x12\x41ppendTurnResponse\x12\x12\n\nturn_count\x18\x01 \x01(\x05\"5\n\x10ListTurnsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"=\n\x11ListTurnsResponse\x12(\n\x05turns\x18\x01 \x03(\x0b\x32\x19.agentmesh.common.v1.Turn\"(\n\x16GetWorkingStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"R\n\x17GetWorkingStateResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x02 \x01(\x03\"n\n\x19UpdateWorkingStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"-\n\x1aUpdateWorkingStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"U\n\x0fRememberRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\";\n\x10RememberResponse\x12\'\n\x04\x66\x61\x63t\x18\x01 \x01(\x0b\x32\x19.agentmesh.common.v1.Fact\"-\n\rRecallRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\":\n\x0eRecallResponse\x12(\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x19.agentmesh.common.v1.Fact\"4\n\x11\x46orgetUserRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"e\n\x12\x46orgetUserResponse\x12\x18\n\x10sessions_deleted\x18\x01 \x01(\x05\x12\x15\n\rfacts_deleted\x18\x02 \x01(\x05\x12\x1e\n\x16working_states_deleted\x18\x03 \x01(\x05\"a\n\x13\x42uildContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\t\x12\x15\n\rbudget_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"E\n\x14\x42uildContextResponse\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context2\x9f\x06\n\rMemoryService\x12]\n\nAppendTurn\x12&.agentmesh.memory.v1.AppendTurnRequest\x1a\'.agentmesh.memory.v1.AppendTurnResponse\x12Z\n\tListTurns\x12%.agentmesh.memory.v1.ListTurnsRequest\x1a&.agentmesh.memory.v1.ListTurnsResponse\x12l\n\x0fGetWorkingState\x12+.agentmesh.memory.v1.GetWorkingStateRequest\x1a,.agentmesh.memory.v1.GetWorkingStateResponse\x12u\n\x12UpdateWorkingState\x12..agentmesh.memory.v1.UpdateWorkingStateRequest\x1a/.agentmesh.memory.v1.UpdateWorkingStateResponse\x12W\n\x08Remember\x12$.agentmesh.memory.v1.RememberRequest\x1a%.agentmesh.memory.v1.RememberResponse\x12Q\n\x06Recall\x12\".agentmesh.memory.v1.RecallRequest\x1a#.agentmesh.memory.v1.RecallResponse\x12]\n\nForgetUser\x12&.agentmesh.memory.v1.ForgetUserRequest\x1a\'.agentmesh.memory.v1.ForgetUserResponse\x12\x63\n\x0c\x42uildContext\x12(.agentmesh.memory.v1.BuildContextRequest\x1a).agentmesh.memory.v1.BuildContextResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(agentmesh/memory/v1/memory_service.proto\x12\x13\x61gentmesh.memory.v1\x1a agentmesh/common/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"P\n\x11\x41ppendTurnRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x04turn\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.Turn\"W\n\x12\x41ppendTurnResponse\x12\x12\n\nturn_count\x18\x01 \x01(\x05\x12-\n\nremembered\x18\x02 \x03(\x0b\x32\x19.agentmesh.common.v1.Fact\"5\n\x10ListTurnsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"=\n\x11ListTurnsResponse\x12(\n\x05turns\x18\x01 \x03(\x0b\x32\x19.agentmesh.common.v1.Turn\"(\n\x16GetWorkingStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"R\n\x17GetWorkingStateResponse\x12&\n\x05state\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\x02 \x01(\x03\"n\n\x19UpdateWorkingStateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\'\n\x06values\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"-\n\x1aUpdateWorkingStateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"j\n\x0fRememberRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0btenant_wide\x18\x04 \x01(\x08\";\n\x10RememberResponse\x12\'\n\x04\x66\x61\x63t\x18\x01 \x01(\x0b\x32\x19.agentmesh.common.v1.Fact\"-\n\rRecallRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\":\n\x0eRecallResponse\x12(\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x19.agentmesh.common.v1.Fact\"4\n\x11\x46orgetUserRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\"e\n\x12\x46orgetUserResponse\x12\x18\n\x10sessions_deleted\x18\x01 \x01(\x05\x12\x15\n\rfacts_deleted\x18\x02 \x01(\x05\x12\x1e\n\x16working_states_deleted\x18\x03 \x01(\x05\"a\n\x13\x42uildContextRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\t\x12\x15\n\rbudget_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"\xe0\x01\n\x14\x42uildContextResponse\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x1c\n\x14working_state_tokens\x18\x03 \x01(\x05\x12\x14\n\x0c\x66\x61\x63ts_tokens\x18\x04 \x01(\x05\x12\x14\n\x0cturns_tokens\x18\x05 \x01(\x05\x12\x16\n\x0esummary_tokens\x18\x06 \x01(\x05\x12\x17\n\x0f\x63ondensed_turns\x18\x07 \x01(\x05\x12\x10\n\x08\x65ncoding\x18\x08 \x01(\t\"d\n\x10RecordRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\t\x12\r\n\x05tools\x18\x03 \x03(\t\x12\x0f\n\x07results\x18\x04 \x03(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\"o\n\x11RecordRunResponse\x12*\n\x07summary\x18\x01 \x01(\x0b\x32\x19.agentmesh.common.v1.Fact\x12.\n\x0bpreferences\x18\x02 \x03(\x0b\x32\x19.agentmesh.common.v1.Fact2\xfb\x06\n\rMemoryService\x12]\n\nAppendTurn\x12&.agentmesh.memory.v1.AppendTurnRequest\x1a\'.agentmesh.memory.v1.AppendTurnResponse\x12Z\n\tListTurns\x12%.agentmesh.memory.v1.ListTurnsRequest\x1a&.agentmesh.memory.v1.ListTurnsResponse\x12l\n\x0fGetWorkingState\x12+.agentmesh.memory.v1.GetWorkingStateRequest\x1a,.agentmesh.memory.v1.GetWorkingStateResponse\x12u\n\x12UpdateWorkingState\x12..agentmesh.memory.v1.UpdateWorkingStateRequest\x1a/.agentmesh.memory.v1.UpdateWorkingStateResponse\x12W\n\x08Remember\x12$.agentmesh.memory.v1.RememberRequest\x1a%.agentmesh.memory.v1.RememberResponse\x12Q\n\x06Recall\x12\".agentmesh.memory.v1.RecallRequest\x1a#.agentmesh.memory.v1.RecallResponse\x12]\n\nForgetUser\x12&.agentmesh.memory.v1.ForgetUserRequest\x1a\'.agentmesh.memory.v1.ForgetUserResponse\x12\x63\n\x0c\x42uildContext\x12(.agentmesh.memory.v1.BuildContextRequest\x1a).agentmesh.memory.v1.BuildContextResponse\x12Z\n\tRecordRun\x12%.agentmesh.memory.v1.RecordRunRequest\x1a&.agentmesh.memory.v1.RecordRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPENDTURNREQUEST']._serialized_start=161
   _globals['_APPENDTURNREQUEST']._serialized_end=241
   _globals['_APPENDTURNRESPONSE']._serialized_start=243
-  _globals['_APPENDTURNRESPONSE']._serialized_end=283
-  _globals['_LISTTURNSREQUEST']._serialized_start=285
-  _globals['_LISTTURNSREQUEST']._serialized_end=338
-  _globals['_LISTTURNSRESPONSE']._serialized_start=340
-  _globals['_LISTTURNSRESPONSE']._serialized_end=401
-  _globals['_GETWORKINGSTATEREQUEST']._serialized_start=403
-  _globals['_GETWORKINGSTATEREQUEST']._serialized_end=443
-  _globals['_GETWORKINGSTATERESPONSE']._serialized_start=445
-  _globals['_GETWORKINGSTATERESPONSE']._serialized_end=527
-  _globals['_UPDATEWORKINGSTATEREQUEST']._serialized_start=529
-  _globals['_UPDATEWORKINGSTATEREQUEST']._serialized_end=639
-  _globals['_UPDATEWORKINGSTATERESPONSE']._serialized_start=641
-  _globals['_UPDATEWORKINGSTATERESPONSE']._serialized_end=686
-  _globals['_REMEMBERREQUEST']._serialized_start=688
-  _globals['_REMEMBERREQUEST']._serialized_end=773
-  _globals['_REMEMBERRESPONSE']._serialized_start=775
-  _globals['_REMEMBERRESPONSE']._serialized_end=834
-  _globals['_RECALLREQUEST']._serialized_start=836
-  _globals['_RECALLREQUEST']._serialized_end=881
-  _globals['_RECALLRESPONSE']._serialized_start=883
-  _globals['_RECALLRESPONSE']._serialized_end=941
-  _globals['_FORGETUSERREQUEST']._serialized_start=943
-  _globals['_FORGETUSERREQUEST']._serialized_end=995
-  _globals['_FORGETUSERRESPONSE']._serialized_start=997
-  _globals['_FORGETUSERRESPONSE']._serialized_end=1098
-  _globals['_BUILDCONTEXTREQUEST']._serialized_start=1100
-  _globals['_BUILDCONTEXTREQUEST']._serialized_end=1197
-  _globals['_BUILDCONTEXTRESPONSE']._serialized_start=1199
-  _globals['_BUILDCONTEXTRESPONSE']._serialized_end=1268
-  _globals['_MEMORYSERVICE']._serialized_start=1271
-  _globals['_MEMORYSERVICE']._serialized_end=2070
+  _globals['_APPENDTURNRESPONSE']._serialized_end=330
+  _globals['_LISTTURNSREQUEST']._serialized_start=332
+  _globals['_LISTTURNSREQUEST']._serialized_end=385
+  _globals['_LISTTURNSRESPONSE']._serialized_start=387
+  _globals['_LISTTURNSRESPONSE']._serialized_end=448
+  _globals['_GETWORKINGSTATEREQUEST']._serialized_start=450
+  _globals['_GETWORKINGSTATEREQUEST']._serialized_end=490
+  _globals['_GETWORKINGSTATERESPONSE']._serialized_start=492
+  _globals['_GETWORKINGSTATERESPONSE']._serialized_end=574
+  _globals['_UPDATEWORKINGSTATEREQUEST']._serialized_start=576
+  _globals['_UPDATEWORKINGSTATEREQUEST']._serialized_end=686
+  _globals['_UPDATEWORKINGSTATERESPONSE']._serialized_start=688
+  _globals['_UPDATEWORKINGSTATERESPONSE']._serialized_end=733
+  _globals['_REMEMBERREQUEST']._serialized_start=735
+  _globals['_REMEMBERREQUEST']._serialized_end=841
+  _globals['_REMEMBERRESPONSE']._serialized_start=843
+  _globals['_REMEMBERRESPONSE']._serialized_end=902
+  _globals['_RECALLREQUEST']._serialized_start=904
+  _globals['_RECALLREQUEST']._serialized_end=949
+  _globals['_RECALLRESPONSE']._serialized_start=951
+  _globals['_RECALLRESPONSE']._serialized_end=1009
+  _globals['_FORGETUSERREQUEST']._serialized_start=1011
+  _globals['_FORGETUSERREQUEST']._serialized_end=1063
+  _globals['_FORGETUSERRESPONSE']._serialized_start=1065
+  _globals['_FORGETUSERRESPONSE']._serialized_end=1166
+  _globals['_BUILDCONTEXTREQUEST']._serialized_start=1168
+  _globals['_BUILDCONTEXTREQUEST']._serialized_end=1265
+  _globals['_BUILDCONTEXTRESPONSE']._serialized_start=1268
+  _globals['_BUILDCONTEXTRESPONSE']._serialized_end=1492
+  _globals['_RECORDRUNREQUEST']._serialized_start=1494
+  _globals['_RECORDRUNREQUEST']._serialized_end=1594
+  _globals['_RECORDRUNRESPONSE']._serialized_start=1596
+  _globals['_RECORDRUNRESPONSE']._serialized_end=1707
+  _globals['_MEMORYSERVICE']._serialized_start=1710
+  _globals['_MEMORYSERVICE']._serialized_end=2601
 # @@protoc_insertion_point(module_scope)

@@ -56,16 +56,22 @@ class AppendTurnResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TURN_COUNT_FIELD_NUMBER: _builtins.int
+    REMEMBERED_FIELD_NUMBER: _builtins.int
     turn_count: _builtins.int
     """turn_count is the number of turns in the session."""
+    @_builtins.property
+    def remembered(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Fact]:
+        """remembered are the preferences a user turn stated, now stored as long-term facts."""
+
     def __init__(
         self,
         *,
         turn_count: _builtins.int = ...,
+        remembered: _abc.Iterable[_common_pb2.Fact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["turn_count", b"turn_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remembered", b"remembered", "turn_count", b"turn_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -234,10 +240,15 @@ class RememberRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    TENANT_WIDE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """text is the fact in words."""
     kind: _builtins.str
     """kind is preference or summary."""
+    tenant_wide: _builtins.bool
+    """tenant_wide stores the fact for every user of the tenant instead of the caller only (operator principals
+    of one tenant only).
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """ttl overrides the tenant's memory TTL when set."""
@@ -248,10 +259,11 @@ class RememberRequest(_message.Message):
         text: _builtins.str = ...,
         kind: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        tenant_wide: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "text", b"text", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "tenant_wide", b"tenant_wide", "text", b"text", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,6 +440,27 @@ class BuildContextResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTEXT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    WORKING_STATE_TOKENS_FIELD_NUMBER: _builtins.int
+    FACTS_TOKENS_FIELD_NUMBER: _builtins.int
+    TURNS_TOKENS_FIELD_NUMBER: _builtins.int
+    SUMMARY_TOKENS_FIELD_NUMBER: _builtins.int
+    CONDENSED_TURNS_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """text is the context rendered for a prompt; context.token_count counts exactly this text."""
+    working_state_tokens: _builtins.int
+    """working_state_tokens counts the part of text that holds the working state."""
+    facts_tokens: _builtins.int
+    """facts_tokens counts the part of text that holds the recalled facts."""
+    turns_tokens: _builtins.int
+    """turns_tokens counts the part of text that holds the recent turns."""
+    summary_tokens: _builtins.int
+    """summary_tokens counts the part of text that holds the summary of older turns."""
+    condensed_turns: _builtins.int
+    """condensed_turns counts the older turns that the summary stands for."""
+    encoding: _builtins.str
+    """encoding is the tiktoken encoding the counts use."""
     @_builtins.property
     def context(self) -> _common_pb2.Context:
         """context is the assembled context."""
@@ -436,11 +469,90 @@ class BuildContextResponse(_message.Message):
         self,
         *,
         context: _common_pb2.Context | None = ...,
+        text: _builtins.str = ...,
+        working_state_tokens: _builtins.int = ...,
+        facts_tokens: _builtins.int = ...,
+        turns_tokens: _builtins.int = ...,
+        summary_tokens: _builtins.int = ...,
+        condensed_turns: _builtins.int = ...,
+        encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condensed_turns", b"condensed_turns", "context", b"context", "encoding", b"encoding", "facts_tokens", b"facts_tokens", "summary_tokens", b"summary_tokens", "text", b"text", "turns_tokens", b"turns_tokens", "working_state_tokens", b"working_state_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BuildContextResponse: _TypeAlias = BuildContextResponse  # noqa: Y015
+
+@_typing.final
+class RecordRunRequest(_message.Message):
+    """RecordRunRequest describes a completed run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """run_id is the run (the principal's run id when empty); one summary is kept per run."""
+    request: _builtins.str
+    """request is what the user asked."""
+    outcome: _builtins.str
+    """outcome is answered, denied, no_action or failed."""
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """tools are the tools the run called, in order."""
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """results are the key results, one short phrase each (e.g. "created INC0010042")."""
+
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        request: _builtins.str = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+        results: _abc.Iterable[_builtins.str] | None = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "request", b"request", "results", b"results", "run_id", b"run_id", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRunRequest: _TypeAlias = RecordRunRequest  # noqa: Y015
+
+@_typing.final
+class RecordRunResponse(_message.Message):
+    """RecordRunResponse returns what was remembered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> _common_pb2.Fact:
+        """summary is the stored one-line summary of the run."""
+
+    @_builtins.property
+    def preferences(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Fact]:
+        """preferences are the preferences the request stated, now stored."""
+
+    def __init__(
+        self,
+        *,
+        summary: _common_pb2.Fact | None = ...,
+        preferences: _abc.Iterable[_common_pb2.Fact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preferences", b"preferences", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRunResponse: _TypeAlias = RecordRunResponse  # noqa: Y015

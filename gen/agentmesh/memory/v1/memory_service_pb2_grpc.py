@@ -76,6 +76,11 @@ class MemoryServiceStub:
                 request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextResponse.FromString,
                 _registered_method=True)
+        self.RecordRun = channel.unary_unary(
+                '/agentmesh.memory.v1.MemoryService/RecordRun',
+                request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -139,6 +144,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRun(self, request, context):
+        """RecordRun remembers a one-line summary of a completed run (request, tools, key results) and the
+        preferences its request states; the gateway calls it after each run. Idempotent per run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +194,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.BuildContext,
                     request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextRequest.FromString,
                     response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextResponse.SerializeToString,
+            ),
+            'RecordRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRun,
+                    request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunRequest.FromString,
+                    response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +419,33 @@ class MemoryService:
             '/agentmesh.memory.v1.MemoryService/BuildContext',
             agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextRequest.SerializeToString,
             agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.BuildContextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.memory.v1.MemoryService/RecordRun',
+            agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunRequest.SerializeToString,
+            agentmesh_dot_memory_dot_v1_dot_memory__service__pb2.RecordRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

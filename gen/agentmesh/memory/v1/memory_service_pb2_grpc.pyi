@@ -51,6 +51,10 @@ class MemoryServiceStub:
     """ForgetUser erases everything memory keeps about a user of a tenant, and audits it."""
     BuildContext: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.BuildContextRequest, _memory_service_pb2.BuildContextResponse]
     """BuildContext assembles recent turns, task state and recalled facts within a token budget."""
+    RecordRun: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.RecordRunRequest, _memory_service_pb2.RecordRunResponse]
+    """RecordRun remembers a one-line summary of a completed run (request, tools, key results) and the
+    preferences its request states; the gateway calls it after each run. Idempotent per run.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -75,6 +79,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """ForgetUser erases everything memory keeps about a user of a tenant, and audits it."""
     BuildContext: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.BuildContextRequest, _memory_service_pb2.BuildContextResponse]  # type: ignore[assignment]
     """BuildContext assembles recent turns, task state and recalled facts within a token budget."""
+    RecordRun: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.RecordRunRequest, _memory_service_pb2.RecordRunResponse]  # type: ignore[assignment]
+    """RecordRun remembers a one-line summary of a completed run (request, tools, key results) and the
+    preferences its request states; the gateway calls it after each run. Idempotent per run.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService keeps sessions and working state in Redis and long-term facts in PostgreSQL + pgvector,
@@ -144,5 +152,15 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.BuildContextResponse, _abc.Awaitable[_memory_service_pb2.BuildContextResponse]]:
         """BuildContext assembles recent turns, task state and recalled facts within a token budget."""
+
+    @_abc_1.abstractmethod
+    def RecordRun(
+        self,
+        request: _memory_service_pb2.RecordRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.RecordRunResponse, _abc.Awaitable[_memory_service_pb2.RecordRunResponse]]:
+        """RecordRun remembers a one-line summary of a completed run (request, tools, key results) and the
+        preferences its request states; the gateway calls it after each run. Idempotent per run.
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

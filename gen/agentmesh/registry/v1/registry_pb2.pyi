@@ -103,6 +103,7 @@ class ConnectorRegistration(_message.Message):
     MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
     HEALTHY_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    SERVICE_CREDENTIAL_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """tenant_id is the owning tenant."""
     connector: _builtins.str
@@ -113,6 +114,8 @@ class ConnectorRegistration(_message.Message):
     """manifest_version is the version of the manifest last fetched."""
     healthy: _builtins.bool
     """healthy is the last observed health of the endpoint."""
+    service_credential: _builtins.bool
+    """service_credential is true when the tenant's service credential for this system is stored."""
     @_builtins.property
     def instance(self) -> _connector_pb2.InstanceSettings:
         """instance are the tenant's instance settings passed on every call."""
@@ -136,10 +139,11 @@ class ConnectorRegistration(_message.Message):
         manifest_version: _builtins.str = ...,
         healthy: _builtins.bool = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        service_credential: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "oauth", b"oauth", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "endpoint", b"endpoint", "healthy", b"healthy", "instance", b"instance", "manifest_version", b"manifest_version", "oauth", b"oauth", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "endpoint", b"endpoint", "healthy", b"healthy", "instance", b"instance", "manifest_version", b"manifest_version", "oauth", b"oauth", "service_credential", b"service_credential", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -118,6 +118,47 @@ class GetTenantResponse(_message.Message):
 Global___GetTenantResponse: _TypeAlias = GetTenantResponse  # noqa: Y015
 
 @_typing.final
+class ListTenantsRequest(_message.Message):
+    """ListTenantsRequest asks for the tenants."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantsRequest: _TypeAlias = ListTenantsRequest  # noqa: Y015
+
+@_typing.final
+class ListTenantsResponse(_message.Message):
+    """ListTenantsResponse lists tenants by id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedCompositeFieldContainer[_registry_pb2.Tenant]:
+        """tenants are the tenants, ordered by id."""
+
+    def __init__(
+        self,
+        *,
+        tenants: _abc.Iterable[_registry_pb2.Tenant] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenants", b"tenants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantsResponse: _TypeAlias = ListTenantsResponse  # noqa: Y015
+
+@_typing.final
 class RegisterConnectorRequest(_message.Message):
     """RegisterConnectorRequest carries a registration."""
 
@@ -484,10 +525,13 @@ class InvokeResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    CONFIRM_BEFORE_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """summary is a one-line human-readable summary."""
     replayed: _builtins.bool
     """replayed is true when the result was returned from the idempotency record."""
+    confirm_before: _builtins.bool
+    """confirm_before is true when the tenant wants the user to confirm before this tool runs."""
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """result matches the tool's result schema."""
@@ -503,10 +547,11 @@ class InvokeResponse(_message.Message):
         summary: _builtins.str = ...,
         replayed: _builtins.bool = ...,
         arguments: _struct_pb2.Struct | None = ...,
+        confirm_before: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "replayed", b"replayed", "result", b"result", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "confirm_before", b"confirm_before", "replayed", b"replayed", "result", b"result", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

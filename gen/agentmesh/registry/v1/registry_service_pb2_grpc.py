@@ -47,6 +47,11 @@ class RegistryServiceStub:
                 request_serializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantResponse.FromString,
                 _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/agentmesh.registry.v1.RegistryService/ListTenants',
+                request_serializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
         self.RegisterConnector = channel.unary_unary(
                 '/agentmesh.registry.v1.RegistryService/RegisterConnector',
                 request_serializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.RegisterConnectorRequest.SerializeToString,
@@ -139,6 +144,13 @@ class RegistryServiceServicer:
 
     def GetTenant(self, request, context):
         """GetTenant returns a tenant (admin, or a user of that tenant).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """ListTenants lists the tenants the operator administers (admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,6 +273,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetTenant,
                     request_deserializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantRequest.FromString,
                     response_serializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsRequest.FromString,
+                    response_serializer=agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsResponse.SerializeToString,
             ),
             'RegisterConnector': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterConnector,
@@ -395,6 +412,33 @@ class RegistryService:
             '/agentmesh.registry.v1.RegistryService/GetTenant',
             agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantRequest.SerializeToString,
             agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.GetTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.registry.v1.RegistryService/ListTenants',
+            agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsRequest.SerializeToString,
+            agentmesh_dot_registry_dot_v1_dot_registry__service__pb2.ListTenantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class RegistryServiceStub:
     """UpsertTenant creates or replaces a tenant and its policy (admin)."""
     GetTenant: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.GetTenantRequest, _registry_service_pb2.GetTenantResponse]
     """GetTenant returns a tenant (admin, or a user of that tenant)."""
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListTenantsRequest, _registry_service_pb2.ListTenantsResponse]
+    """ListTenants lists the tenants the operator administers (admin)."""
     RegisterConnector: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.RegisterConnectorRequest, _registry_service_pb2.RegisterConnectorResponse]
     """RegisterConnector registers or replaces a connector endpoint for a tenant (admin)."""
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListConnectorsRequest, _registry_service_pb2.ListConnectorsResponse]
@@ -83,6 +85,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """UpsertTenant creates or replaces a tenant and its policy (admin)."""
     GetTenant: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.GetTenantRequest, _registry_service_pb2.GetTenantResponse]  # type: ignore[assignment]
     """GetTenant returns a tenant (admin, or a user of that tenant)."""
+    ListTenants: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListTenantsRequest, _registry_service_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    """ListTenants lists the tenants the operator administers (admin)."""
     RegisterConnector: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.RegisterConnectorRequest, _registry_service_pb2.RegisterConnectorResponse]  # type: ignore[assignment]
     """RegisterConnector registers or replaces a connector endpoint for a tenant (admin)."""
     ListConnectors: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListConnectorsRequest, _registry_service_pb2.ListConnectorsResponse]  # type: ignore[assignment]
@@ -135,6 +139,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.GetTenantResponse, _abc.Awaitable[_registry_service_pb2.GetTenantResponse]]:
         """GetTenant returns a tenant (admin, or a user of that tenant)."""
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _registry_service_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_service_pb2.ListTenantsResponse, _abc.Awaitable[_registry_service_pb2.ListTenantsResponse]]:
+        """ListTenants lists the tenants the operator administers (admin)."""
 
     @_abc_1.abstractmethod
     def RegisterConnector(
