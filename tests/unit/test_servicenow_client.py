@@ -16,8 +16,9 @@ from connectors.common.http import (
     VendorUnavailable,
     VendorValidationError,
 )
+from connectors.common.matching import words_match
 from connectors.servicenow.client import _next_link, in_list, literal, raise_for_status, ref
-from connectors.servicenow.vendor import iso, key_ref, matches_words, with_marker, without_marker
+from connectors.servicenow.vendor import iso, key_ref, with_marker, without_marker
 
 
 def _body(message: str, detail: str = "") -> dict[str, object]:
@@ -87,5 +88,5 @@ def test_key_marker_round_trip() -> None:
 
 
 def test_words_and_dates() -> None:
-    assert matches_words("laptop standard", "Standard Laptop") and not matches_words("laptop pro", "Standard Laptop")
+    assert words_match("laptop standard", "Standard Laptop") and not words_match("laptop pro", "Standard Laptop")
     assert iso("2026-11-20 09:14:00") == "2026-11-20T09:14:00Z" and iso("") == ""
