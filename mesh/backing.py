@@ -90,8 +90,19 @@ def postgres_dsn(port: int, host: str = "127.0.0.1", user: str = PG_SUPERUSER, d
     return f"postgresql://{user}@{host}:{port}/{database}"
 
 
+def wait_postgres_ready(port: int, host: str = "127.0.0.1", timeout_s: float = 60.0) -> None:
+    """Waits until the server accepts connections (it listens before it finishes starting up)."""
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run([str(pg_bin() / "pg_isready"), "-q", "-h", host, "-p", str(port)],
+                         capture_output=True, timeout=10).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"postgres on {host}:{port} not ready within {timeout_s}s")
+        time.sleep(0.1)
+
+
 def bootstrap_postgres(port: int, host: str = "127.0.0.1") -> None:
     """Creates the database, the pgvector extension and the application role (idempotent)."""
+    wait_postgres_ready(port, host)
     psql = [str(pg_bin() / "psql"), "-h", host, "-p", str(port), "-U", PG_SUPERUSER, "-v", "ON_ERROR_STOP=1", "-qAt"]
     exists = subprocess.run([*psql, "-d", "postgres", "-c",
                              f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
@@ -142,11 +153,6 @@ def start_postgres(data_dir: Path, host: str = "127.0.0.1") -> tuple[int, subpro
     proc = subprocess.Popen(postgres_command(data_dir, port, host), stdout=log, stderr=log,
                             **_pg_user_kwargs())  # type: ignore[call-overload]
     _wait_port(host, port, proc, "postgres")
-    for _ in range(100):
-        ready = subprocess.run([str(pg_bin() / "pg_isready"), "-h", host, "-p", str(port)], capture_output=True)
-        if ready.returncode == 0:
-            break
-        time.sleep(0.1)
     bootstrap_postgres(port, host)
     return port, proc
 
