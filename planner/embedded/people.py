@@ -15,10 +15,12 @@ _COMMON_WORDS = frozenset(
     "chase drew guy hunter june april august max miles lane dean case bob sky page dale carol skip penny "
     "victor don rob sandy lee park young long king hill bell".split()
 )
+# Words that open a sentence as a verb or modal, not as a name ("Mark ENG-1 as done", "Will you...").
+_SENTENCE_OPENERS = frozenset("will may mark bill page chase hope skip park sue rob".split())
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_SELF = re.compile(r"\b(?:me|my|myself|mine|i|i'm|i’m|im|i've|i'd|i'll)\b", re.IGNORECASE)
+_SELF = re.compile(r"\b(?:myself|mine|me|my|i'm|i've|i'd|i'll|im|i)\b", re.IGNORECASE)
 _THIRD_PERSON = re.compile(r"\b(?:him|her|his|hers|them|their|they|she|he)\b", re.IGNORECASE)
-_POSSESSIVE = re.compile(r"^(?:'s|’s|')")
+_POSSESSIVE = re.compile(r"^'s?")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class Directory:
         taken: list[tuple[int, int]] = []
         for match in _EMAIL.finditer(text):
             person = self.by_email(match.group())
-            candidates = (person,) if person else (Person(match.group(), match.group(), "", ""),)
+            candidates: tuple[Person, ...] = (person,) if person else (Person(match.group(), match.group(), "", ""),)
             found.append(Mention(match.start(), match.end(), match.group(), candidates, False,
                                  is_self=match.group().casefold() == requester.casefold()))
             taken.append(match.span())
@@ -104,7 +106,7 @@ class Directory:
         if possessive:
             return True
         at_start = not text[: match.start()].strip() or text[: match.start()].rstrip()[-1:] in ".!?:;"
-        return word[:1].isupper() and not at_start
+        return word[:1].isupper() and not (at_start and word.casefold() in _SENTENCE_OPENERS)
 
 
 def third_person(text: str) -> bool:

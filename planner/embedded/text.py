@@ -20,7 +20,8 @@ _LEADS = (
 )
 _VERB_ALT = "|".join(sorted(ACTION_VERBS, key=len, reverse=True))
 _BOUNDARY = re.compile(
-    rf"(?:,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+(?:then\s+|also\s+)?|\s+then\s+|\s*;\s*|,\s*plus\s+|\s+as well as\s+)"
+    rf"(?:,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+(?:then\s+|also\s+)?|\s+then\s+|\s*;\s*|,\s*plus\s+|\s+as well as\s+|"
+    rf"\s+-+\s+(?:and\s+|then\s+)?)"
     rf"(?=(?:{_LEADS}|{_VERB_ALT})\b)",
     re.IGNORECASE,
 )
@@ -61,7 +62,8 @@ class Clause:
 
 def normalize(request: str) -> str:
     """The request with typographic quotes and dashes made plain and runs of spaces collapsed."""
-    table = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "–": "-", "—": " - ", "\u00a0": " "})
+    table = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": " - ",
+                           "\u00a0": " "})
     return re.sub(r"[ \t]+", " ", request.translate(table)).strip()
 
 
@@ -77,13 +79,15 @@ def clauses(text: str) -> list[Clause]:
 
 
 def _split_sentence(sentence: str, offset: int) -> list[Clause]:
-    content = _CONTENT_START.search(sentence)
-    content_at = content.start() if content else len(sentence)
+    content_at = content_start(sentence)
     cuts: list[tuple[int, int]] = []
     for match in _BOUNDARY.finditer(sentence):
         inside_content = match.start() >= content_at
-        bare_comma = match.group().lstrip().startswith(",") and "and" not in match.group().lower()
+        bare_comma = match.group().strip() in (",", "-", "--")
         if inside_content and (bare_comma or not _starts_with_verb(sentence[match.end():])):
+            continue
+        left = sentence[cuts[-1][1] if cuts else 0: match.start()]
+        if bare_comma and len(re.findall(r"[A-Za-z']+", re.sub(r"\b[A-Z]+-?\d+\b", " ", left))) < 3:
             continue
         cuts.append(match.span())
     pieces: list[Clause] = []
@@ -96,6 +100,23 @@ def _split_sentence(sentence: str, offset: int) -> list[Clause]:
             pieces.append(_clause(stripped, offset + begin + lead))
         begin = cut_end
     return pieces
+
+
+def content_start(text: str) -> int:
+    """Where free text (a comment, a summary) starts in `text`: after an instruction's colon or "saying"; else its end.
+
+    A colon only opens free text after an instruction ("open a ticket: ..."), not after a label ("Urgent: ...").
+    """
+    for match in _CONTENT_START.finditer(text):
+        before = text[: match.start()]
+        if match.group().strip() != ":" or re.search(rf"\b(?:{_VERB_ALT})\b", before, re.IGNORECASE):
+            return match.start()
+    return len(text)
+
+
+def head(text: str) -> str:
+    """The instruction part of a clause, without the free text it carries."""
+    return text[: content_start(text)]
 
 
 def _starts_with_verb(text: str) -> bool:

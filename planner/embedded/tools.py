@@ -22,7 +22,10 @@ _FEEDS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class ToolInfo:
-    """A catalog tool: its name, effect, texts that describe it and the shape of its arguments and result."""
+    """A catalog tool: its name, effect, texts that describe it and the shape of its arguments and result.
+
+    `alternatives` are the schema's `anyOf` sets of required arguments: at least one set must be given in full.
+    """
 
     name: str
     connector: str
@@ -32,7 +35,7 @@ class ToolInfo:
     examples: tuple[str, ...]
     properties: Mapping[str, Mapping[str, Any]]
     required: tuple[str, ...]
-    one_of_required: tuple[tuple[str, ...], ...]
+    alternatives: tuple[tuple[str, ...], ...]
     result_schema: Mapping[str, Any]
 
     @classmethod
@@ -41,7 +44,7 @@ class ToolInfo:
         name = spec["name"]
         connector, _, action = name.partition(".")
         schema = spec.get("arguments_schema") or {}
-        groups = tuple(
+        alternatives = tuple(
             tuple(alt.get("required", ())) for alt in schema.get("anyOf", ()) if isinstance(alt, Mapping)
         )
         return cls(
@@ -53,7 +56,7 @@ class ToolInfo:
             examples=tuple(spec.get("examples", ())),
             properties=dict(schema.get("properties", {})),
             required=tuple(schema.get("required", ())),
-            one_of_required=groups,
+            alternatives=alternatives,
             result_schema=spec.get("result_schema") or {},
         )
 
