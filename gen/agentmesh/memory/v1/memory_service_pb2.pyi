@@ -414,7 +414,7 @@ class BuildContextRequest(_message.Message):
     request: _builtins.str
     """request is the new request."""
     budget_tokens: _builtins.int
-    """budget_tokens is the token budget."""
+    """budget_tokens is the token budget of the context (tiktoken cl100k_base); the request itself is not counted."""
     run_id: _builtins.str
     """run_id is the current run, for its working state."""
     def __init__(

@@ -1,0 +1,5 @@
+"""`python -m memory` runs the memory service."""
+
+from memory.server import main
+
+main()

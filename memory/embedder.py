@@ -1,0 +1,129 @@
+"""Embedding providers for memory: the local MiniLM encoder (default) or the OpenAI embeddings API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import openai
+
+from mesh import embeddings
+
+_CACHE_SIZE = 2048
+
+
+class EmbeddingUnavailable(Exception):
+    """The embedding provider could not be reached or refused the request."""
+
+
+class Embedder(Protocol):
+    """Texts in, unit float32 vectors out; `model` and `dimension` name the embedding space."""
+
+    model: str
+    dimension: int
+
+    async def warm_up(self) -> None:
+        """Gets ready to answer quickly (loads a local model)."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of `texts`, shape (len(texts), dimension)."""
+        ...
+
+    async def close(self) -> None:
+        """Releases connections."""
+        ...
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+class _Cache:
+    """A small LRU of recent single-text embeddings (a request is embedded for recall and for the summary)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        found = self._items.get(text)
+        if found is not None:
+            self._items.move_to_end(text)
+        return found
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        self._items[text] = vector
+        if len(self._items) > _CACHE_SIZE:
+            self._items.popitem(last=False)
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (mesh.embeddings), run in a worker thread so the event loop keeps serving."""
+
+    model = embeddings.MODEL_NAME
+    dimension = embeddings.DIMENSION
+
+    def __init__(self) -> None:
+        self._cache = _Cache()
+
+    async def warm_up(self) -> None:
+        """Loads the model now rather than on the first request."""
+        encoder = await asyncio.to_thread(embeddings.get_encoder)
+        await asyncio.to_thread(encoder.encode, ["warm up"])
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1:
+            cached = self._cache.get(texts[0])
+            if cached is not None:
+                return cached[None, :]
+        vectors = await asyncio.to_thread(embeddings.encode, list(texts))
+        if len(texts) == 1:
+            self._cache.put(texts[0], vectors[0])
+        return vectors
+
+    async def close(self) -> None:
+        return None
+
+
+class OpenAIEmbedder:
+    """The OpenAI embeddings API (or any server speaking /v1/embeddings) through the openai SDK."""
+
+    def __init__(self, model: str, dimension: int, *, base_url: str | None, api_key: str | None,
+                 timeout_s: float) -> None:
+        self.model = model
+        self.dimension = dimension
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unset", timeout=timeout_s,
+                                          max_retries=2)
+        self._cache = _Cache()
+
+    async def warm_up(self) -> None:
+        return None
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 1:
+            cached = self._cache.get(texts[0])
+            if cached is not None:
+                return cached[None, :]
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        try:
+            response = await self._client.embeddings.create(model=self.model, input=list(texts),
+                                                            dimensions=self.dimension, encoding_format="float")
+        except openai.APIError as err:
+            raise EmbeddingUnavailable(f"embeddings from {self.model} failed: {err.__class__.__name__}") from err
+        rows = sorted(response.data, key=lambda d: d.index)
+        vectors = np.asarray([r.embedding for r in rows], dtype=np.float32)
+        if vectors.shape != (len(texts), self.dimension):
+            raise EmbeddingUnavailable(f"{self.model} returned shape {vectors.shape}, expected "
+                                       f"({len(texts)}, {self.dimension})")
+        vectors = _normalise(vectors)
+        if len(texts) == 1:
+            self._cache.put(texts[0], vectors[0])
+        return vectors
+
+    async def close(self) -> None:
+        await self._client.close()
