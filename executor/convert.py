@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from agentmesh.common.v1 import common_pb2
 from agentmesh.executor.v1 import executor_pb2, executor_service_pb2
+from mesh.structs import struct, to_dict
 
 from .model import (
     ApprovalNeeded,
@@ -33,27 +32,10 @@ _OUTCOMES = {Outcome.NONE: common_pb2.OUTCOME_UNSPECIFIED, Outcome.ANSWERED: com
              Outcome.FAILED: common_pb2.OUTCOME_FAILED}
 
 
-def whole_numbers(value: Any) -> Any:
-    """Struct carries every number as a double; integral ones come back as int (urgency 2, not 2.0)."""
-    if isinstance(value, dict):
-        return {k: whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [whole_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
-def to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    out: dict[str, Any] = whole_numbers(json_format.MessageToDict(value))
-    return out
 
 
-def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    if value:
-        out.update(value)
-    return out
 
 
 def _timestamp(epoch: float | None) -> timestamp_pb2.Timestamp | None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any, Literal
-
-from google.protobuf import json_format, struct_pb2
 
 from agentmesh.common.v1 import common_pb2
 from agentmesh.planner.v1 import planner_service_pb2
+from mesh.structs import struct, to_dict
 from planner.embedded.model import Person, PlanResult, PlanStep, Refusal
 from planner.model import (
     DENIED,
@@ -35,27 +33,10 @@ _NOT_FAILURES = frozenset({"POLICY_DENIED", "VENDOR_DENIED", "AMBIGUOUS_PERSON",
                            "AMBIGUOUS_REFERENCE", "CONFIRMATION_DECLINED", "CONFIRMATION_TIMEOUT"})
 
 
-def whole_numbers(value: Any) -> Any:
-    """Struct carries every number as a double; integral ones come back as int (urgency 2, not 2.0)."""
-    if isinstance(value, dict):
-        return {k: whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [whole_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
-def to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    out: dict[str, Any] = whole_numbers(json_format.MessageToDict(value))
-    return out
 
 
-def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    if value:
-        out.update(dict(value))
-    return out
 
 
 def _effect_name(effect: int) -> Literal["READ", "WRITE"]:

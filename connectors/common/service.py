@@ -16,6 +16,7 @@ from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connect
 from mesh import principal as principal_mod
 from mesh.errors import MeshError, Reason, invalid_argument
 from mesh.server import ANY_KIND, ServiceSpec
+from mesh.structs import whole_numbers
 
 from .http import VendorError, VendorUnavailable
 
@@ -120,7 +121,7 @@ class ConnectorServicer(connector_service_pb2_grpc.ConnectorServiceServicer):
                      context: grpc.aio.ServicerContext) -> connector_service_pb2.InvokeResponse:
         action = self.actions[request.action]
         arguments = _with_defaults(action, json_format.MessageToDict(request.arguments))
-        arguments = _whole_numbers(arguments)
+        arguments = whole_numbers(arguments)
         ctx = CallContext(request.action, arguments, request.credential, request.instance,
                           request.idempotency_key, _requester(principal_mod.current()),
                           context.time_remaining() or 10.0)
@@ -159,15 +160,6 @@ def _with_defaults(action: dict[str, Any], arguments: dict[str, Any]) -> dict[st
     return out
 
 
-def _whole_numbers(value: Any) -> Any:
-    """Struct carries every number as a double; give integral ones back as int (urgency 2, limit 10)."""
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def connector_spec(vendor: Vendor) -> ServiceSpec:

@@ -14,6 +14,7 @@ import jsonschema
 
 from connectors.common.manifest import tool_specs
 from connectors.registry.policy import SUBJECT_ARGUMENT, Policy
+from mesh.structs import whole_numbers
 
 PERSON_FLAG = "x-agentmesh-person"
 # catalog.md: the person arguments, for manifests that do not flag them.
@@ -80,15 +81,6 @@ def _path(error: jsonschema.ValidationError) -> str:
     return "arguments" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts if p)
 
 
-def whole_numbers(value: Any) -> Any:
-    """protobuf Struct carries numbers as doubles; integral ones become ints again (urgency 2, limit 10)."""
-    if isinstance(value, dict):
-        return {k: whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [whole_numbers(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def manifest_digest(manifest: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from agentmesh.registry.v1 import registry_pb2, registry_service_pb2, registry_s
 from connectors.registry import catalog as catalog_mod
 from connectors.registry import directory, registrations, tenants
 from connectors.registry.audit import TOOL_CALL, AuditLog, AuditRow, decode_page_token
-from connectors.registry.catalog import CatalogEntry, Tool, whole_numbers
+from connectors.registry.catalog import CatalogEntry, Tool
 from connectors.registry.credentials import Credentials, LinkInfo
 from connectors.registry.invoke import Caller, Invoker
 from connectors.registry.linking import Actor, Linker
@@ -29,6 +29,7 @@ from mesh import principal as principal_mod
 from mesh.db import tenant_tx
 from mesh.errors import MeshError, Reason, invalid_argument
 from mesh.server import ANY_KIND, OPERATOR_ONLY, USER_ONLY, ServiceSpec
+from mesh.structs import whole_numbers
 
 SERVICE_NAME = "agentmesh.registry.v1.RegistryService"
 DOMAIN = "agentmesh.registry"

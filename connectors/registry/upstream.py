@@ -10,12 +10,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.common.v1 import common_pb2
 from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connector_service_pb2_grpc
-from connectors.registry.catalog import whole_numbers
 from connectors.registry.invoke import ConnectorAnswer, ConnectorCall
 from connectors.registry.registrations import Instance
 from mesh import client
 from mesh.errors import MeshError, Reason, details_of, from_details
 from mesh.principal import METADATA_KEY
+from mesh.structs import whole_numbers
 
 CONNECTOR_SERVICE = "agentmesh.connector.v1.ConnectorService"
 DOMAIN = "agentmesh.registry"

@@ -24,7 +24,6 @@ from connectors.registry.catalog import (
     load_catalog,
     manifest_violations,
     tools_of,
-    whole_numbers,
 )
 from connectors.registry.directory import Person, people_violations, person_from_fixture, resolve
 from connectors.registry.idempotency import call_fingerprint, key_violations
@@ -34,6 +33,7 @@ from connectors.registry.registrations import OAuthSettings
 from connectors.registry.tenants import Tenant, policy_violations, tenant_violations
 from connectors.registry.upstream import manifest_dict
 from mesh.errors import MeshError, Reason
+from mesh.structs import whole_numbers
 
 FIXTURES = load_fixtures()
 POLICIES = load_policies(json.loads((fixtures_dir() / "policy.json").read_text()))
