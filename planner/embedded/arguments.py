@@ -40,7 +40,7 @@ _NOT_NAMES = frozenset(
     We They He She It You Their This That These Those There Here Yes No Ok Okay
     Mark Move Push Set Update Change Close Get Give Add Put Remove Make Tell Let Search Look Pull File Raise
     Approve Reject Decline Order Request Assign Reset Unlock Note Comment Any Case Ticket Bug Task Story Incident
-    Issue Jira Opportunity Account Deal New""".split()
+    Issue Jira Opportunity Account Deal""".split()
 )
 
 

@@ -97,7 +97,8 @@ class EmbeddedPlanner:
         if not re.search(r"\w", text):
             return PlanResult(question="What would you like me to do?")
         parts = clauses(text)
-        usable = [c for c in parts if not c.injection]
+        # Text that tries to change the assistant's role is inert: dropped, unless it sits inside an instruction.
+        usable = [c for c in parts if not c.injection or c.command]
         if not usable:
             return PlanResult(explanation="That asks me to change my instructions or role, which I can't do. "
                                           "Tell me what you need done and I'll plan it under your own permissions.")

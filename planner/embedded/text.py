@@ -18,11 +18,13 @@ _LEADS = (
     r"i (?:also )?(?:need|want)|what(?:'s| is| are)?|who(?:'s| is)?|which|where|when|how|is there|are there|do i|did i|"
     r"have i|am i"
 )
+# Openers of text that tries to change the assistant's role; it gets a clause of its own, so it can be set aside.
+_INJECTION_LEADS = r"ignore|disregard|forget|pretend|you are now"
 _VERB_ALT = "|".join(sorted(ACTION_VERBS, key=len, reverse=True))
 _BOUNDARY = re.compile(
     rf"(?:,\s*(?:and\s+)?(?:then\s+)?|\s+and\s+(?:then\s+|also\s+)?|\s+then\s+|\s*;\s*|,\s*plus\s+|\s+as well as\s+|"
     rf"\s+-+\s+(?:and\s+|then\s+)?)"
-    rf"(?=(?:{_LEADS}|{_VERB_ALT})\b)",
+    rf"(?=(?:{_LEADS}|{_INJECTION_LEADS}|{_VERB_ALT})\b)",
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
