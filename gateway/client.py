@@ -33,10 +33,7 @@ class Failure:
 
     @classmethod
     def of(cls, err: grpc.aio.AioRpcError) -> Failure:
-        try:
-            d = details_of(err)
-        except ValueError:  # the status trailer disagrees with the call (a deadline fired on both sides)
-            return cls(err.code().name, err.code().name, err.details() or "")
+        d = details_of(err)
         return cls(d.code.name, d.reason or d.code.name, d.message, d.metadata, d.retry_after_s)
 
 

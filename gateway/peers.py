@@ -13,20 +13,14 @@ from agentmesh.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
 from agentmesh.planner.v1 import planner_service_pb2, planner_service_pb2_grpc
 from agentmesh.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
 from mesh import client
-from mesh.errors import ErrorDetails, MeshError, details_of, from_details
+from mesh.errors import MeshError, details_of, from_details
 from mesh.principal import Principal
 
 T = TypeVar("T")
 
 
 def _error(err: grpc.aio.AioRpcError, peer: str) -> MeshError:
-    try:
-        details = details_of(err)
-    except ValueError:
-        # grpc_status refuses a status whose trailer disagrees with the call's own (a deadline that fired on both
-        # sides at once); the code alone still says what happened.
-        details = ErrorDetails(code=err.code(), message=err.details() or "")
-    failure = from_details(details)
+    failure = from_details(details_of(err))
     if not failure.message:
         failure.message = f"{peer}: {err.code().name}"
     return failure

@@ -162,7 +162,12 @@ def details_of(err: grpc.aio.AioRpcError | grpc.RpcError) -> ErrorDetails:
     """Decodes ErrorInfo, BadRequest and RetryInfo from a failed call."""
     code = err.code()  # type: ignore[attr-defined]
     out = ErrorDetails(code=code, message=err.details() or "")  # type: ignore[attr-defined]
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except ValueError:
+        # grpc_status refuses a details trailer whose code disagrees with the call's own (a deadline that fired on
+        # both sides at once); the call's code and message still say what happened.
+        return out
     if status is None:
         return out
     for detail in status.details:

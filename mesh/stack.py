@@ -181,13 +181,14 @@ class Stack:
         self.keys.ensure()
         ports = self.ports()
         backing.init_postgres(self.state / "pgdata")
+        urls_file = self.state / "sandboxes.json"
         if not self.supervisor_running():
+            urls_file.unlink(missing_ok=True)  # written afresh by the sandboxes process this start launches
             self.write_supervisor_conf(ports)
             subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)], check=True)
         _wait(lambda: self.supervisor_running(), 20, "supervisord")
         _wait(lambda: _port_open(ports["postgres"]), 60, "postgres")
         backing.bootstrap_postgres(ports["postgres"], HOST)
-        urls_file = self.state / "sandboxes.json"
         _wait(lambda: urls_file.exists(), 60, "the sandboxes")
         endpoints = self.endpoints(ports, json.loads(urls_file.read_text()))
         asyncio.run(wait_serving(endpoints["services"], timeout_s=120, states=self.process_states))
