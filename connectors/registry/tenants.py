@@ -43,6 +43,8 @@ POLICY_SCHEMA: dict[str, Any] = {
         "confirm_before": _NAMES,
         "rate_limits": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
         "model_tiers": {"type": "object", "additionalProperties": {"type": "string"}},
+        # The planner's per-tenant model limits (rate, daily token budget, downgrade); the planner validates them.
+        "model_limits": {"type": "object"},
     },
     "patternProperties": {"^_": {}},
     "additionalProperties": False,
