@@ -44,7 +44,8 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class _Cache:
-    """A small LRU of recent single-text embeddings (a request is embedded for recall and for the summary)."""
+    """An LRU of recent texts' embeddings: a request is embedded for recall and its summary, and a long session's
+    older turns are condensed again on every request."""
 
     def __init__(self) -> None:
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -76,14 +77,19 @@ class LocalEmbedder:
         await asyncio.to_thread(encoder.encode, ["warm up"])
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if len(texts) == 1:
-            cached = self._cache.get(texts[0])
-            if cached is not None:
-                return cached[None, :]
-        vectors = await asyncio.to_thread(embeddings.encode, list(texts))
-        if len(texts) == 1:
-            self._cache.put(texts[0], vectors[0])
-        return vectors
+        found = [self._cache.get(t) for t in texts]
+        missing = [t for t, v in zip(texts, found, strict=True) if v is None]
+        if not missing:
+            return np.stack(found) if found else np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = await asyncio.to_thread(embeddings.encode, missing)
+        fresh = iter(vectors)
+        rows = []
+        for text, vector in zip(texts, found, strict=True):
+            if vector is None:
+                vector = next(fresh)
+                self._cache.put(text, vector)
+            rows.append(vector)
+        return np.stack(rows)
 
     async def close(self) -> None:
         return None

@@ -296,11 +296,11 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                          ) -> pb.AppendTurnResponse:
         p, tenant, user = self._user()
         async with _stores():
+            # The sentences are embedded when a context first has to condense this turn (most sessions never
+            # outgrow the budget), not here: an embedding is the costliest thing memory does per request.
             sentences = split_sentences(request.turn.text)[:MAX_SENTENCES]
-            vectors = await self.stores.embedder.embed(sentences) if sentences else None
             created = request.turn.create_time.ToNanoseconds() / 1e9 if request.turn.HasField("create_time") else None
-            turn = Turn(request.turn.role, request.turn.text, run_id=request.turn.run_id, sentences=sentences,
-                        model=self.stores.embedder.model, vectors=vectors)
+            turn = Turn(request.turn.role, request.turn.text, run_id=request.turn.run_id, sentences=sentences)
             if created:
                 turn.create_time = created
             count = await self.stores.sessions.append(tenant, user, request.session_id, turn)
@@ -440,9 +440,14 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
             facts = await self.stores.facts.recall(tenant, user, vector, self.config.context_top_k,
                                                    self.config.context_min_score)
         turns = turns or []
-        await self._embed_missing(turns)
         condenser = self.stores.condenser
-        condense = condenser.for_session(tenant, user, request.session_id) if condenser and turns else None
+        inner = condenser.for_session(tenant, user, request.session_id) if condenser and turns else None
+        chosen = inner or self.builder.condense
+
+        async def condense(older: list[Turn], query: np.ndarray | None, budget: int) -> str:
+            await self._embed_missing(older)  # only the turns that are condensed need sentence vectors
+            return await chosen(older, query, budget)
+
         return await self.builder.build(state.values if state else {}, facts, turns, vector, request.budget_tokens,
                                         condense)
 
