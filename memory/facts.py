@@ -14,7 +14,7 @@ import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
 
-from mesh import embeddings
+from mesh import db, embeddings
 from mesh.db import TENANT_SETTING, migrate
 
 SCHEMA = "memory"
@@ -69,10 +69,7 @@ async def migrate_schema(admin_dsn: str, model: str, dimension: int) -> list[str
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections exchange pgvector values as numpy arrays."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=10,
-                                     init=register_vector)
-    assert pool is not None
-    return pool
+    return await db.create_pool(dsn, min_size=min_size, max_size=max_size, init=register_vector)
 
 
 class FactStore:
@@ -95,10 +92,8 @@ class FactStore:
     @asynccontextmanager
     async def _tx(self, tenant: str, user: str) -> AsyncIterator[asyncpg.Connection]:
         """A transaction in which row-level security sees the tenant's rows and `user`'s (none when empty)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT set_config($1, $2, true), set_config($3, $4, true), "
-                               "set_config('hnsw.iterative_scan', 'strict_order', true)",
-                               TENANT_SETTING, tenant, USER_SETTING, user)
+        async with db.settings_tx(self.pool, {TENANT_SETTING: tenant, USER_SETTING: user,
+                                              "hnsw.iterative_scan": "strict_order"}) as conn:
             yield conn
 
     def _check(self, vector: np.ndarray) -> np.ndarray:

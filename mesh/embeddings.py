@@ -37,7 +37,7 @@ def model_path() -> Path:
 class _Pending:
     """One caller's texts waiting for a shared forward pass."""
 
-    __slots__ = ("texts", "vectors", "error", "done")
+    __slots__ = ("done", "error", "texts", "vectors")
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
