@@ -80,7 +80,8 @@ class LocalEmbedder:
         found = [self._cache.get(t) for t in texts]
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]
         if not missing:
-            return np.stack(found) if found else np.zeros((0, self.dimension), dtype=np.float32)
+            return np.stack([v for v in found if v is not None]) if found \
+                else np.zeros((0, self.dimension), dtype=np.float32)
         vectors = await asyncio.to_thread(embeddings.encode, missing)
         fresh = iter(vectors)
         rows = []
