@@ -298,7 +298,8 @@ class Conversations:
                                                                             run_id=principal.run_id))
                 plan = await self._plan(principal, run, timeline, budget, planner_service_pb2.PlanRequest(
                     request=text, tools=listing.tools, denied_tools=listing.denied_tools, context=context.context,
-                    people=people, tools_fingerprint=listing.fingerprint))
+                    people=people.people, people_fingerprint=people.fingerprint,
+                    tools_fingerprint=listing.fingerprint))
                 usage = common_pb2.Usage()
                 add_usage(usage, plan.usage)
                 if not plan.steps:

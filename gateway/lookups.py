@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,6 +60,14 @@ class Member:
     groups: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class People:
+    """A tenant's directory for planners, and a digest of exactly this list (the planner reuses its conversion)."""
+
+    people: list[common_pb2.Person]
+    fingerprint: str
+
+
 class Lookups:
     """Cached registry reads. Directory and tools follow the registry within their TTLs."""
 
@@ -69,7 +78,7 @@ class Lookups:
         self.default_timeout_s = default_timeout_s
         self._tenants: TtlCache[str, TenantSettings] = TtlCache(tenant_ttl_s)
         self._members: TtlCache[tuple[str, str], Member] = TtlCache(directory_ttl_s)
-        self._people: TtlCache[str, list[common_pb2.Person]] = TtlCache(directory_ttl_s)
+        self._people: TtlCache[str, People] = TtlCache(directory_ttl_s)
         self._slack: TtlCache[str, dict[str, str]] = TtlCache(directory_ttl_s)
         self._reloaded: dict[str, float] = {}
         self._tools: TtlCache[tuple[str, tuple[str, ...]], registry_service_pb2.ListToolsResponse] = \
@@ -98,14 +107,18 @@ class Lookups:
 
         return await self._members.get_or_load((tenant, email.lower()), load)
 
-    async def people(self, tenant: str) -> list[common_pb2.Person]:
-        """The tenant's directory as planners need it: names and emails only."""
-        async def load() -> list[common_pb2.Person]:
+    async def people(self, tenant: str) -> People:
+        """The tenant's directory as planners need it: names and emails only, with the list's fingerprint."""
+        async def load() -> People:
             found = await self.registry.list_people(self.reader(tenant), LOOKUP_TIMEOUT_S)
             slack = {p.system_ids["slack"]: p.email for p in found if p.system_ids.get("slack")}
             self._slack.put(tenant, slack)
-            return [common_pb2.Person(email=p.email, name=p.name, first_name=p.first_name, last_name=p.last_name,
-                                      manager=p.manager) for p in found]
+            people = [common_pb2.Person(email=p.email, name=p.name, first_name=p.first_name, last_name=p.last_name,
+                                        manager=p.manager) for p in found]
+            digest = hashlib.sha256(tenant.encode())
+            for person in people:
+                digest.update(person.SerializeToString(deterministic=True))
+            return People(people, digest.hexdigest()[:32])
 
         return await self._people.get_or_load(tenant, load)
 

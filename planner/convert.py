@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from typing import Any, Literal
 
 from agentmesh.common.v1 import common_pb2
@@ -65,6 +67,31 @@ def person(p: common_pb2.Person) -> Person:
     return Person(p.email.strip().lower(), name, first, last, tuple(p.groups))
 
 
+# Converted directories by (tenant, people_fingerprint): a tenant's thousand people are the same list on every
+# request until its directory changes, and converting them is most of the planner's own work per LLM request.
+_PEOPLE_CACHE_SIZE = 64
+_people_cache: OrderedDict[tuple[str, str], tuple[Person, ...]] = OrderedDict()
+_people_lock = threading.Lock()
+
+
+def people_of(request: planner_service_pb2.PlanRequest, tenant: str) -> tuple[Person, ...]:
+    """The request's people, converted once per (tenant, people_fingerprint) when the caller sent a fingerprint."""
+    if not request.people_fingerprint:
+        return tuple(person(p) for p in request.people)
+    key = (tenant, request.people_fingerprint)
+    with _people_lock:
+        found = _people_cache.get(key)
+        if found is not None and len(found) == len(request.people):
+            _people_cache.move_to_end(key)
+            return found
+    converted = tuple(person(p) for p in request.people)
+    with _people_lock:
+        _people_cache[key] = converted
+        while len(_people_cache) > _PEOPLE_CACHE_SIZE:
+            _people_cache.popitem(last=False)
+    return converted
+
+
 def context_dict(context: common_pb2.Context) -> dict[str, Any]:
     """The context as prompt data (empty parts left out)."""
     out: dict[str, Any] = {}
@@ -102,7 +129,7 @@ def plan_input(request: planner_service_pb2.PlanRequest, tenant: str, requester:
     previous = plan_from_proto(request.previous_plan) if request.HasField("previous_plan") and (
         request.previous_plan.steps or request.observations) else None
     return PlanInput(tenant=tenant, requester=requester, request=request.request.strip(), tools=tools,
-                     denied=denied, people=tuple(person(p) for p in request.people), deadline=deadline,
+                     denied=denied, people=people_of(request, tenant), deadline=deadline,
                      context=context_dict(request.context), previous_plan=previous,
                      previous_round=request.previous_plan.round if previous else 0,
                      observations=tuple(observation(o) for o in request.observations),

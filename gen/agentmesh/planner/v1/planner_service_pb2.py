@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from agentmesh.common.v1 import common_pb2 as agentmesh_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*agentmesh/planner/v1/planner_service.proto\x12\x14\x61gentmesh.planner.v1\x1a agentmesh/common/v1/common.proto\"\xe3\x02\n\x0bPlanRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12,\n\x05tools\x18\x02 \x03(\x0b\x32\x1d.agentmesh.common.v1.ToolSpec\x12\x35\n\x0c\x64\x65nied_tools\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.DeniedTool\x12-\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context\x12+\n\x06people\x18\x05 \x03(\x0b\x32\x1b.agentmesh.common.v1.Person\x12\x30\n\rprevious_plan\x18\x06 \x01(\x0b\x32\x19.agentmesh.common.v1.Plan\x12\x35\n\x0cobservations\x18\x07 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepResult\x12\x19\n\x11tools_fingerprint\x18\x08 \x01(\t\"Y\n\x0cPlanResponse\x12\x15\n\x0btoken_delta\x18\x01 \x01(\tH\x00\x12)\n\x04plan\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.PlanH\x00\x42\x07\n\x05\x65vent\"\xda\x01\n\x0eRespondRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\'\n\x04plan\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.Plan\x12\x30\n\x07results\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepResult\x12-\n\x07outcome\x18\x04 \x01(\x0e\x32\x1c.agentmesh.common.v1.Outcome\x12-\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context\"`\n\x0fRespondResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12.\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1c.agentmesh.planner.v1.AnswerH\x00\x42\x07\n\x05\x65vent\"A\n\x06\x41nswer\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.agentmesh.common.v1.Usage2\xbb\x01\n\x0ePlannerService\x12O\n\x04Plan\x12!.agentmesh.planner.v1.PlanRequest\x1a\".agentmesh.planner.v1.PlanResponse0\x01\x12X\n\x07Respond\x12$.agentmesh.planner.v1.RespondRequest\x1a%.agentmesh.planner.v1.RespondResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*agentmesh/planner/v1/planner_service.proto\x12\x14\x61gentmesh.planner.v1\x1a agentmesh/common/v1/common.proto\"\xff\x02\n\x0bPlanRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12,\n\x05tools\x18\x02 \x03(\x0b\x32\x1d.agentmesh.common.v1.ToolSpec\x12\x35\n\x0c\x64\x65nied_tools\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.DeniedTool\x12-\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context\x12+\n\x06people\x18\x05 \x03(\x0b\x32\x1b.agentmesh.common.v1.Person\x12\x30\n\rprevious_plan\x18\x06 \x01(\x0b\x32\x19.agentmesh.common.v1.Plan\x12\x35\n\x0cobservations\x18\x07 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepResult\x12\x19\n\x11tools_fingerprint\x18\x08 \x01(\t\x12\x1a\n\x12people_fingerprint\x18\t \x01(\t\"Y\n\x0cPlanResponse\x12\x15\n\x0btoken_delta\x18\x01 \x01(\tH\x00\x12)\n\x04plan\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.PlanH\x00\x42\x07\n\x05\x65vent\"\xda\x01\n\x0eRespondRequest\x12\x0f\n\x07request\x18\x01 \x01(\t\x12\'\n\x04plan\x18\x02 \x01(\x0b\x32\x19.agentmesh.common.v1.Plan\x12\x30\n\x07results\x18\x03 \x03(\x0b\x32\x1f.agentmesh.common.v1.StepResult\x12-\n\x07outcome\x18\x04 \x01(\x0e\x32\x1c.agentmesh.common.v1.Outcome\x12-\n\x07\x63ontext\x18\x05 \x01(\x0b\x32\x1c.agentmesh.common.v1.Context\"`\n\x0fRespondResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12.\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1c.agentmesh.planner.v1.AnswerH\x00\x42\x07\n\x05\x65vent\"A\n\x06\x41nswer\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.agentmesh.common.v1.Usage2\xbb\x01\n\x0ePlannerService\x12O\n\x04Plan\x12!.agentmesh.planner.v1.PlanRequest\x1a\".agentmesh.planner.v1.PlanResponse0\x01\x12X\n\x07Respond\x12$.agentmesh.planner.v1.RespondRequest\x1a%.agentmesh.planner.v1.RespondResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentmesh.planner.v1.planne
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PLANREQUEST']._serialized_start=103
-  _globals['_PLANREQUEST']._serialized_end=458
-  _globals['_PLANRESPONSE']._serialized_start=460
-  _globals['_PLANRESPONSE']._serialized_end=549
-  _globals['_RESPONDREQUEST']._serialized_start=552
-  _globals['_RESPONDREQUEST']._serialized_end=770
-  _globals['_RESPONDRESPONSE']._serialized_start=772
-  _globals['_RESPONDRESPONSE']._serialized_end=868
-  _globals['_ANSWER']._serialized_start=870
-  _globals['_ANSWER']._serialized_end=935
-  _globals['_PLANNERSERVICE']._serialized_start=938
-  _globals['_PLANNERSERVICE']._serialized_end=1125
+  _globals['_PLANREQUEST']._serialized_end=486
+  _globals['_PLANRESPONSE']._serialized_start=488
+  _globals['_PLANRESPONSE']._serialized_end=577
+  _globals['_RESPONDREQUEST']._serialized_start=580
+  _globals['_RESPONDREQUEST']._serialized_end=798
+  _globals['_RESPONDRESPONSE']._serialized_start=800
+  _globals['_RESPONDRESPONSE']._serialized_end=896
+  _globals['_ANSWER']._serialized_start=898
+  _globals['_ANSWER']._serialized_end=963
+  _globals['_PLANNERSERVICE']._serialized_start=966
+  _globals['_PLANNERSERVICE']._serialized_end=1153
 # @@protoc_insertion_point(module_scope)

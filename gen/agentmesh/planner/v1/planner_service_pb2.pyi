@@ -33,10 +33,16 @@ class PlanRequest(_message.Message):
     PREVIOUS_PLAN_FIELD_NUMBER: _builtins.int
     OBSERVATIONS_FIELD_NUMBER: _builtins.int
     TOOLS_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    PEOPLE_FINGERPRINT_FIELD_NUMBER: _builtins.int
     request: _builtins.str
     """request is what the user wrote."""
     tools_fingerprint: _builtins.str
     """tools_fingerprint identifies the permission set and tool versions (plan cache key)."""
+    people_fingerprint: _builtins.str
+    """people_fingerprint, when set, identifies exactly this people list (a digest the caller computes when it
+    loads the directory): a planner may reuse what it derived from an earlier list with the same fingerprint
+    instead of reading the whole directory again. Empty: no reuse.
+    """
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolSpec]:
         """tools are the tools this user may call (from RegistryService.ListTools)."""
@@ -72,10 +78,11 @@ class PlanRequest(_message.Message):
         previous_plan: _common_pb2.Plan | None = ...,
         observations: _abc.Iterable[_common_pb2.StepResult] | None = ...,
         tools_fingerprint: _builtins.str = ...,
+        people_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "previous_plan", b"previous_plan"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "denied_tools", b"denied_tools", "observations", b"observations", "people", b"people", "previous_plan", b"previous_plan", "request", b"request", "tools", b"tools", "tools_fingerprint", b"tools_fingerprint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "denied_tools", b"denied_tools", "observations", b"observations", "people", b"people", "people_fingerprint", b"people_fingerprint", "previous_plan", b"previous_plan", "request", b"request", "tools", b"tools", "tools_fingerprint", b"tools_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
