@@ -8,6 +8,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from mesh import principal as principal_mod
+from mesh.telemetry import tracing_enabled
 
 # Every channel in the mesh shares these: keepalive so dead peers are noticed, no proxy lookups.
 _CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_http_proxy", 0),
@@ -16,7 +17,8 @@ _CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_http_proxy
 
 def channel(target: str) -> grpc.aio.Channel:
     """An insecure (mesh-internal, loopback or service-mesh mTLS) traced channel to target host:port."""
-    return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=aio_client_interceptors())
+    interceptors = aio_client_interceptors() if tracing_enabled() else None
+    return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def metadata(p: principal_mod.Principal | None = None) -> tuple[tuple[str, str], ...]:

@@ -21,7 +21,7 @@ from mesh import principal as principal_mod
 from mesh.config import MeshConfig
 from mesh.errors import MeshError, Reason, abort
 from mesh.principal import PrincipalError, Verifier
-from mesh.telemetry import RPC_LATENCY, RPCS, setup_logging, setup_tracing, start_metrics
+from mesh.telemetry import RPC_LATENCY, RPCS, setup_logging, setup_tracing, start_metrics, tracing_enabled
 
 log = logging.getLogger("agentmesh.rpc")
 
@@ -205,7 +205,8 @@ async def create_server(config: MeshConfig, services: list[ServiceSpec], *, veri
         jwks = config.resolved_jwks_path
         verifier = Verifier(jwks_url=config.jwks_url) if config.jwks_url else Verifier(jwks_path=jwks)
     specs = {s.name: s for s in services}
-    server = grpc.aio.server(interceptors=[aio_server_interceptor(), MeshInterceptor(specs, verifier)],
+    tracing = [aio_server_interceptor()] if tracing_enabled() else []
+    server = grpc.aio.server(interceptors=[*tracing, MeshInterceptor(specs, verifier)],
                              options=[("grpc.so_reuseport", 0)])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
