@@ -275,17 +275,17 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         return timedelta(seconds=self.config.memory_ttl_s)
 
     async def _remember(self, tenant: str, user: str | None, text: str, kind: str, key: str,
-                        ttl: timedelta) -> Fact:
-        vector = (await self.stores.embedder.embed([text]))[0]
+                        ttl: timedelta, *, urgent: bool = True) -> Fact:
+        vector = (await self.stores.embedder.embed([text], urgent=urgent))[0]
         return await self.stores.facts.remember(tenant, user, text, kind, vector, ttl, key)
 
     async def _remember_preferences(self, principal: Principal, text: str,
-                                    context: grpc.aio.ServicerContext) -> list[Fact]:
+                                    context: grpc.aio.ServicerContext, *, urgent: bool = True) -> list[Fact]:
         found = preferences.extract(text)
         if not found:
             return []
         ttl = await self._ttl(principal, None, context)
-        vectors = await self.stores.embedder.embed([p.text for p in found])
+        vectors = await self.stores.embedder.embed([p.text for p in found], urgent=urgent)
         items = [(p.text, "preference", v, dedup_key("preference", p.text, p.subject))
                  for p, v in zip(found, vectors, strict=True)]
         return await self.stores.facts.remember_many(principal.tenant, principal.user, items, ttl)
@@ -374,8 +374,9 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         text = run_summary(request.request, list(request.tools), list(request.results), request.outcome)
         async with _stores():
             ttl = await self._ttl(p, None, context)
-            summary = await self._remember(tenant, user, text, "summary", f"run:{run_id}", ttl)
-            found = await self._remember_preferences(p, request.request, context)
+            # A run is recorded after its answer was sent: its embeddings may wait to share a pass with others.
+            summary = await self._remember(tenant, user, text, "summary", f"run:{run_id}", ttl, urgent=False)
+            found = await self._remember_preferences(p, request.request, context, urgent=False)
         return pb.RecordRunResponse(summary=fact_to_proto(summary), preferences=[fact_to_proto(f) for f in found])
 
     # -- erasure ----------------------------------------------------------------------------------------------

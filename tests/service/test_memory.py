@@ -23,7 +23,7 @@ from agentmesh.memory.v1 import memory_service_pb2_grpc
 from memory import keys
 from memory.config import MemoryConfig
 from memory.server import create_memory_server
-from mesh import client, tokens
+from mesh import client, embeddings, tokens
 from mesh.errors import details_of
 from mesh.principal import METADATA_KEY, Minter, Principal
 
@@ -369,6 +369,26 @@ async def test_completed_runs_are_summarised_once_and_recalled(memory, minter: M
                                                          request="do it like last time for my VPN issue"),
                                   metadata=md(alice), timeout=TIMEOUT)
     assert "INC0010042" in ctx.text
+
+
+async def test_runs_recorded_together_share_one_encoder_pass(memory, minter: Minter) -> None:
+    # Recording a run is off the request's critical path: summaries arriving together are embedded in one pass.
+    stub, _ = memory
+    encoder = embeddings.get_encoder()
+    systems = ["VPN", "laptop", "badge", "printer", "wifi", "email"]
+    before = encoder.passes
+    users = [minter.mint_user(tenant(), f"batch{i}@example.com", run_id=f"run-batch-{i}") for i in range(6)]
+    recorded = await asyncio.gather(*(
+        stub.RecordRun(pb.RecordRunRequest(request=f"my {thing} is broken, open a ticket",
+                                           tools=["servicenow.create_incident"], results=[f"created INC00200{i}"],
+                                           outcome="answered"), metadata=md(user), timeout=TIMEOUT)
+        for i, (thing, user) in enumerate(zip(systems, users, strict=True))))
+    assert encoder.passes - before == 1
+    for i, (thing, user) in enumerate(zip(systems, users, strict=True)):
+        assert f"INC00200{i}" in recorded[i].summary.text
+        recalled = await stub.Recall(pb.RecallRequest(query=f"the ticket about my {thing}", top_k=1),
+                                     metadata=md(user), timeout=TIMEOUT)
+        assert recalled.facts[0].id == recorded[i].summary.id
 
 
 # -- erasure -------------------------------------------------------------------------------------------------
