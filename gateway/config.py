@@ -31,6 +31,8 @@ class GatewayConfig(MeshConfig):
     background_timeout_s: float = Field(default=5.0, gt=0,
                                         description="deadline of after-the-answer work: turns, run summary, audit")
     max_request_chars: int = Field(default=4000, gt=0, description="longest request text accepted")
+    max_in_flight: int = Field(default=256, gt=0, description="open Converse streams per gateway process; beyond, "
+                                                               "requests are refused at once with OVERLOADED")
     pool_size: int = Field(default=10, description="PostgreSQL connections of the app role")
     secret_key: SecretStr | None = Field(default=None, description="Fernet key of stored Slack bot tokens; default: "
                                                                    "a key file generated under state_dir")

@@ -94,7 +94,8 @@ async def _build(config: GatewayConfig) -> _Built:
                              api_url=config.slack_api_url, installations=installations, auth=auth, lookups=lookups,
                              conversations=conversations, runlog=runlog, redis_client=client,
                              update_interval_s=config.slack_update_interval_s)
-    spec = agent_spec(AgentServicer(auth, conversations, runlog), config.max_request_chars)
+    spec = agent_spec(AgentServicer(auth, conversations, runlog, max_in_flight=config.max_in_flight),
+                      config.max_request_chars)
     return _Built(spec, slack, conversations, closers)
 
 

@@ -66,13 +66,30 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
+# How long a shed client is told to wait before trying again.
+SHED_RETRY_AFTER_S = 1.0
+
+
 class AgentServicer(pb_grpc.AgentServiceServicer):
     """The AgentService handlers."""
 
-    def __init__(self, auth: Authenticator, conversations: Conversations, runlog: RunLog) -> None:
+    def __init__(self, auth: Authenticator, conversations: Conversations, runlog: RunLog, *,
+                 max_in_flight: int = 256) -> None:
         self.auth = auth
         self.conversations = conversations
         self.runlog = runlog
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.shed = 0
+
+    def _admit(self) -> None:
+        """Load shedding: past `max_in_flight` open Converse streams this gateway answers OVERLOADED at once, with
+        a retry delay, instead of queueing work the shared cores cannot finish before its deadline."""
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            raise MeshError(Reason.OVERLOADED, f"the gateway is at its limit of {self.max_in_flight} requests in "
+                            f"flight; retry after {SHED_RETRY_AFTER_S:.0f} s", domain=DOMAIN,
+                            metadata={"max_in_flight": str(self.max_in_flight)}, retry_after_s=SHED_RETRY_AFTER_S)
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
         try:
@@ -85,18 +102,23 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
     async def Converse(self, request: pb.ConverseRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ConverseResponse]:
         started = time.perf_counter()
-        caller = await self._caller(context)
-        confirmation = None
-        if request.HasField("confirmation"):
-            c = request.confirmation
-            confirmation = Confirmation(c.run_id, c.step_id, c.approved)
-        stream = await self.conversations.converse(
-            caller, Ask(request.text.strip(), request.session_id, request.request_id, confirmation),
-            started=started, deadline_s=context.time_remaining())
-        async for event in stream:
-            yield event
-        if stream.error is not None:
-            raise stream.error
+        self._admit()
+        self.in_flight += 1
+        try:
+            caller = await self._caller(context)
+            confirmation = None
+            if request.HasField("confirmation"):
+                c = request.confirmation
+                confirmation = Confirmation(c.run_id, c.step_id, c.approved)
+            stream = await self.conversations.converse(
+                caller, Ask(request.text.strip(), request.session_id, request.request_id, confirmation),
+                started=started, deadline_s=context.time_remaining())
+            async for event in stream:
+                yield event
+            if stream.error is not None:
+                raise stream.error
+        finally:
+            self.in_flight -= 1
 
     async def WatchRun(self, request: pb.WatchRunRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchRunResponse]:

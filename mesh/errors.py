@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    OVERLOADED = "OVERLOADED"  # not in DESIGN.md's table: a service sheds load rather than queue past deadlines
     DEADLINE = "DEADLINE"
     INTERNAL = "INTERNAL"
 
@@ -69,6 +70,7 @@ _CODES: dict[Reason, grpc.StatusCode] = {
     Reason.BUDGET_EXHAUSTED: _S.RESOURCE_EXHAUSTED,
     Reason.CIRCUIT_OPEN: _S.UNAVAILABLE,
     Reason.UPSTREAM_UNAVAILABLE: _S.UNAVAILABLE,
+    Reason.OVERLOADED: _S.UNAVAILABLE,
     Reason.DEADLINE: _S.DEADLINE_EXCEEDED,
     Reason.INTERNAL: _S.INTERNAL,
 }
