@@ -33,9 +33,10 @@ class Embedder(Protocol):
         """Gets ready to answer quickly (loads a local model)."""
         ...
 
-    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> np.ndarray:
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True, scope: str = "") -> np.ndarray:
         """Unit vectors of `texts`, shape (len(texts), dimension). `urgent=False`: the caller is off a request's
-        critical path (recording a finished run), so the texts may wait a moment to be encoded with others."""
+        critical path (recording a finished run), so the texts may wait a moment to be encoded with others.
+        `scope` partitions the cache of recent texts (memory scopes it to one user)."""
         ...
 
     async def close(self) -> None:
@@ -53,15 +54,15 @@ class _Cache:
     older turns are condensed again on every request."""
 
     def __init__(self) -> None:
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
-    def get(self, text: str) -> np.ndarray | None:
+    def get(self, text: tuple[str, str]) -> np.ndarray | None:
         found = self._items.get(text)
         if found is not None:
             self._items.move_to_end(text)
         return found
 
-    def put(self, text: str, vector: np.ndarray) -> None:
+    def put(self, text: tuple[str, str], vector: np.ndarray) -> None:
         self._items[text] = vector
         if len(self._items) > _CACHE_SIZE:
             self._items.popitem(last=False)
@@ -129,8 +130,8 @@ class LocalEmbedder:
         encoder = await asyncio.to_thread(embeddings.get_encoder)
         await asyncio.to_thread(encoder.encode, ["warm up"])
 
-    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> np.ndarray:
-        found = [self._cache.get(t) for t in texts]
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True, scope: str = "") -> np.ndarray:
+        found = [self._cache.get((scope, t)) for t in texts]
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]
         if not missing:
             return np.stack([v for v in found if v is not None]) if found \
@@ -144,7 +145,7 @@ class LocalEmbedder:
         for text, vector in zip(texts, found, strict=True):
             if vector is None:
                 vector = next(fresh)
-                self._cache.put(text, vector)
+                self._cache.put((scope, text), vector)
             rows.append(vector)
         return np.stack(rows)
 
@@ -166,9 +167,9 @@ class OpenAIEmbedder:
     async def warm_up(self) -> None:
         return None
 
-    async def embed(self, texts: Sequence[str], *, urgent: bool = True) -> np.ndarray:
+    async def embed(self, texts: Sequence[str], *, urgent: bool = True, scope: str = "") -> np.ndarray:
         if len(texts) == 1:
-            cached = self._cache.get(texts[0])
+            cached = self._cache.get((scope, texts[0]))
             if cached is not None:
                 return cached[None, :]
         if not texts:
@@ -185,7 +186,7 @@ class OpenAIEmbedder:
                                        f"({len(texts)}, {self.dimension})")
         vectors = _normalise(vectors)
         if len(texts) == 1:
-            self._cache.put(texts[0], vectors[0])
+            self._cache.put((scope, texts[0]), vectors[0])
         return vectors
 
     async def close(self) -> None:

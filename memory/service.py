@@ -275,8 +275,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         return timedelta(seconds=self.config.memory_ttl_s)
 
     async def _remember(self, tenant: str, user: str | None, text: str, kind: str, key: str,
-                        ttl: timedelta, *, urgent: bool = True) -> Fact:
-        vector = (await self.stores.embedder.embed([text], urgent=urgent))[0]
+                        ttl: timedelta, *, urgent: bool = True, embed_text: str = "") -> Fact:
+        """Stores `text`, placed in the embedding space by `embed_text` (default: the text itself)."""
+        vector = (await self.stores.embedder.embed([embed_text or text], urgent=urgent,
+                                                   scope=_scope(tenant, user)))[0]
         return await self.stores.facts.remember(tenant, user, text, kind, vector, ttl, key)
 
     async def _remember_preferences(self, principal: Principal, text: str,
@@ -285,7 +287,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         if not found:
             return []
         ttl = await self._ttl(principal, None, context)
-        vectors = await self.stores.embedder.embed([p.text for p in found], urgent=urgent)
+        vectors = await self.stores.embedder.embed([p.text for p in found], urgent=urgent,
+                                                   scope=_scope(principal.tenant, principal.user))
         items = [(p.text, "preference", v, dedup_key("preference", p.text, p.subject))
                  for p, v in zip(found, vectors, strict=True)]
         return await self.stores.facts.remember_many(principal.tenant, principal.user, items, ttl)
@@ -361,7 +364,7 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
     async def Recall(self, request: pb.RecallRequest, context: grpc.aio.ServicerContext) -> pb.RecallResponse:
         _, tenant, user = self._user()
         async with _stores():
-            vector = (await self.stores.embedder.embed([request.query]))[0]
+            vector = (await self.stores.embedder.embed([request.query], scope=_scope(tenant, user)))[0]
             facts = await self.stores.facts.recall(tenant, user, vector, request.top_k or self.config.recall_top_k)
         return pb.RecallResponse(facts=[fact_to_proto(f) for f in facts])
 
@@ -375,7 +378,10 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         async with _stores():
             ttl = await self._ttl(p, None, context)
             # A run is recorded after its answer was sent: its embeddings may wait to share a pass with others.
-            summary = await self._remember(tenant, user, text, "summary", f"run:{run_id}", ttl, urgent=False)
+            # The summary is found again by what the user asked ("do it like last time for my VPN"), so it is
+            # embedded by the request's words, which BuildContext embedded moments ago (usually a cache hit).
+            summary = await self._remember(tenant, user, text, "summary", f"run:{run_id}", ttl, urgent=False,
+                                           embed_text=request.request.strip())
             found = await self._remember_preferences(p, request.request, context, urgent=False)
         return pb.RecordRunResponse(summary=fact_to_proto(summary), preferences=[fact_to_proto(f) for f in found])
 
@@ -433,7 +439,8 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
         state_task = self.stores.working.get(tenant, user, request.run_id) if request.run_id else nothing()
         turns_task = self.stores.sessions.read(tenant, user, request.session_id) if request.session_id \
             else nothing()
-        query_task = self.stores.embedder.embed([request.request]) if request.request.strip() else nothing()
+        query_task = self.stores.embedder.embed([request.request], scope=_scope(tenant, user)) \
+            if request.request.strip() else nothing()
         state, turns, query = await asyncio.gather(state_task, turns_task, query_task)
         vector: np.ndarray | None = query[0] if query is not None else None
         facts: list[Fact] = []
@@ -465,6 +472,12 @@ class MemoryServicer(memory_service_pb2_grpc.MemoryServiceServicer):
                                        facts_tokens=built.facts_tokens, turns_tokens=built.turns_tokens,
                                        summary_tokens=built.summary_tokens, condensed_turns=built.condensed_turns,
                                        encoding=tokens.DEFAULT_ENCODING)
+
+
+def _scope(tenant: str, user: str | None) -> str:
+    """The embedding cache's scope: one user's texts (a request is embedded for its context, then for its run
+    summary; other users' identical words are not shared, so a cache hit means this user just asked it)."""
+    return f"{tenant}/{user or ''}"
 
 
 def service_spec(config: MemoryConfig, stores: Stores) -> ServiceSpec:
