@@ -55,7 +55,7 @@ def plan_from_proto(plan: common_pb2.Plan) -> Plan:
                               Effect(common_pb2.Effect.Name(s.effect).removeprefix("EFFECT_")) if s.effect else None,
                               s.description) for s in plan.steps)
     usage = Usage(plan.usage.input_tokens, plan.usage.output_tokens, plan.usage.cost_usd, plan.usage.provider,
-                  plan.usage.model)
+                  plan.usage.model, plan.usage.model_wait.ToNanoseconds() / 1e9)
     return Plan(steps, tuple(Refusal(r.tool, r.reason) for r in plan.refusals), plan.question, plan.explanation,
                 plan.round, plan.tier, plan.cached, usage)
 
@@ -69,9 +69,16 @@ def plan_proto(plan: Plan) -> common_pb2.Plan:
         round=plan.round, cached=plan.cached)
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return out
+
+
 def usage_proto(usage: Usage) -> common_pb2.Usage:
     return common_pb2.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                            cost_usd=usage.cost_usd, provider=usage.provider, model=usage.model)
+                            cost_usd=usage.cost_usd, provider=usage.provider, model=usage.model,
+                            model_wait=_duration(usage.model_wait_s))
 
 
 def error_proto(error: StepError | None) -> common_pb2.StepError | None:
@@ -96,9 +103,9 @@ def step_result(step: StepState) -> common_pb2.StepResult:
     if (end := _timestamp(step.ended_at)) is not None:
         out.end_time.CopyFrom(end)
     if step.latency_s is not None:
-        latency = duration_pb2.Duration()
-        latency.FromNanoseconds(int(step.latency_s * 1e9))
-        out.latency.CopyFrom(latency)
+        out.latency.CopyFrom(_duration(step.latency_s))
+    if step.vendor_wait_s is not None:
+        out.vendor_wait.CopyFrom(_duration(step.vendor_wait_s))
     return out
 
 

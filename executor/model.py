@@ -111,17 +111,19 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Usage:
-    """Model usage of plans and re-plans."""
+    """Model usage of plans and re-plans; `model_wait_s` is the time the planner spent awaiting model providers."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     provider: str = ""
     model: str = ""
+    model_wait_s: float = 0.0
 
     def plus(self, other: Usage) -> Usage:
         return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
-                     self.cost_usd + other.cost_usd, other.provider or self.provider, other.model or self.model)
+                     self.cost_usd + other.cost_usd, other.provider or self.provider, other.model or self.model,
+                     self.model_wait_s + other.model_wait_s)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,9 @@ class StepState:
     ended_at: float | None = None
     idempotency_key: str = ""
     approved: bool = False
+    # Time this run of the step (started_at to ended_at) spent awaiting the vendor, over its attempts; None when it
+    # made no call.
+    vendor_wait_s: float | None = None
 
     @property
     def latency_s(self) -> float | None:

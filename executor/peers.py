@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -30,6 +31,8 @@ from .ports import (
 )
 
 _OUTPUT_PREFIX = "step:"  # working-state key of a step's output: step:<id>
+# The trailing metadata entry in which a failed RegistryService.Invoke reports its vendor wait (registry_service.proto).
+VENDOR_WAIT_METADATA = "x-agentmesh-vendor-wait-ms"
 
 
 def failure(err: grpc.aio.AioRpcError, default_reason: str) -> ToolFailure:
@@ -57,9 +60,24 @@ class RegistryInvoker:
             response = await self.stub.Invoke(request, metadata=client.metadata(call.principal),
                                               timeout=call.timeout_s)
         except grpc.aio.AioRpcError as err:
-            raise failure(err, "INTERNAL") from None
+            refused = failure(err, "INTERNAL")
+            refused.vendor_wait_s = vendor_wait_of(err.trailing_metadata())
+            raise refused from None
         arguments = convert.to_dict(response.arguments) if response.HasField("arguments") else None
-        return ToolReply(convert.to_dict(response.result), response.summary, response.replayed, arguments)
+        waited = response.vendor_wait.ToNanoseconds() / 1e9 if response.HasField("vendor_wait") else None
+        return ToolReply(convert.to_dict(response.result), response.summary, response.replayed, arguments, waited)
+
+
+def vendor_wait_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> float | None:
+    """The vendor wait (seconds) a failed Invoke reported in its trailing metadata; None when it reported none."""
+    for key, value in metadata or ():
+        if key == VENDOR_WAIT_METADATA:
+            try:
+                ms = float(value.decode() if isinstance(value, bytes) else value)
+            except ValueError:
+                return None
+            return ms / 1000 if math.isfinite(ms) and ms >= 0 else None
+    return None
 
 
 class RegistryCatalog:

@@ -15,11 +15,13 @@ from .model import Effect, Plan, Run, StepError, StepState
 
 
 class ToolFailure(Exception):
-    """A call through a port failed; `error` is what the refusing service reported."""
+    """A call through a port failed; `error` is what the refusing service reported, `vendor_wait_s` the time the
+    failed tool call spent awaiting the vendor, when the registry reported it."""
 
-    def __init__(self, error: StepError) -> None:
+    def __init__(self, error: StepError, vendor_wait_s: float | None = None) -> None:
         super().__init__(f"{error.code} {error.reason}: {error.message}")
         self.error = error
+        self.vendor_wait_s = vendor_wait_s
 
 
 class LeaseLost(Exception):
@@ -47,12 +49,14 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ToolReply:
-    """A tool's result; `arguments` are the arguments as called (persons resolved to emails), when known."""
+    """A tool's result; `arguments` are the arguments as called (persons resolved to emails), when known;
+    `vendor_wait_s` is the time the call spent awaiting the vendor, when the registry reported it."""
 
     result: dict[str, Any]
     summary: str
     replayed: bool = False
     arguments: dict[str, Any] | None = None
+    vendor_wait_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -388,7 +388,7 @@ class _Execution:
                                    StepError("CANCELLED", "CANCELLED", "the run was cancelled before this step"))
                 return
             step.started_at = self.clock.now()
-            step.ended_at, step.error = None, None
+            step.ended_at, step.error, step.vendor_wait_s = None, None, None
             try:
                 arguments = self._resolve(step)
             except references.ReferenceFailure as err:
@@ -458,8 +458,8 @@ class _Execution:
                 self.active.emit(StepStarted(step.step_id, step.tool, dict(arguments), step.attempts + 1))
             step.attempts += 1
             try:
-                return await self.engine.invoker.invoke(
-                    ToolCall(self.principal, step.tool, arguments, step.idempotency_key, timeout))
+                return await self._attempt(step, ToolCall(self.principal, step.tool, arguments,
+                                                          step.idempotency_key, timeout))
             except ToolFailure as failure:
                 error = failure.error
                 left = self.remaining() - self.limits.reserve_s - self.limits.min_call_s
@@ -468,6 +468,23 @@ class _Execution:
                 if delay is None:
                     raise
                 await self.clock.sleep(delay)
+
+    async def _attempt(self, step: StepState, call: ToolCall) -> ToolReply:
+        """One call of a step. Its vendor wait joins the step's: as the registry reported it (at most the call's
+        duration), or the whole call when it reported none. The backoff between attempts is not vendor time."""
+        began = self.clock.monotonic()
+        reported: float | None = None
+        try:
+            reply = await self.engine.invoker.invoke(call)
+            reported = reply.vendor_wait_s
+            return reply
+        except ToolFailure as failure:
+            reported = failure.vendor_wait_s
+            raise
+        finally:
+            took = max(self.clock.monotonic() - began, 0.0)
+            waited = took if reported is None else min(max(reported, 0.0), took)
+            step.vendor_wait_s = (step.vendor_wait_s or 0.0) + waited
 
     async def _remember(self, step_id: str, output: dict[str, Any]) -> None:
         try:

@@ -190,17 +190,18 @@ class PgRunStore:
         await conn.executemany(
             """INSERT INTO executor.steps (tenant_id, run_id, step_id, position, round, tool, effect, needs_approval,
                    approved, planned, depends_on, status, arguments, summary, error, attempts, idempotency_key,
-                   start_time, end_time)
+                   start_time, end_time, vendor_wait_ms)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13::jsonb, $14, $15::jsonb, $16,
-                       $17, $18, $19)
+                       $17, $18, $19, $20)
                ON CONFLICT (tenant_id, run_id, step_id) DO UPDATE SET approved = EXCLUDED.approved,
                    status = EXCLUDED.status, arguments = EXCLUDED.arguments, summary = EXCLUDED.summary,
                    error = EXCLUDED.error, attempts = EXCLUDED.attempts, idempotency_key = EXCLUDED.idempotency_key,
-                   start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time""",
+                   start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time,
+                   vendor_wait_ms = EXCLUDED.vendor_wait_ms""",
             [(tenant, run_id, s.step_id, s.position, s.round, s.tool, s.effect.value, s.needs_approval, s.approved,
               _json(s.planned), list(s.depends_on), s.status.value, _json(s.arguments), s.summary,
               _json(s.error.to_dict() if s.error else None), s.attempts, s.idempotency_key, _ts(s.started_at),
-              _ts(s.ended_at)) for s in steps])
+              _ts(s.ended_at), None if s.vendor_wait_s is None else s.vendor_wait_s * 1000) for s in steps])
 
     async def dead_letter(self, run: Run) -> str:
         reason = run.error.message if run.error else "the run could not finish"
@@ -278,4 +279,5 @@ def _step(row: asyncpg.Record) -> StepState:
         needs_approval=row["needs_approval"], status=StepStatus(row["status"]), arguments=_loads(row["arguments"]),
         summary=row["summary"], error=StepError.from_dict(_loads(row["error"])), attempts=row["attempts"],
         started_at=_epoch(row["start_time"]), ended_at=_epoch(row["end_time"]),
-        idempotency_key=row["idempotency_key"], approved=row["approved"])
+        idempotency_key=row["idempotency_key"], approved=row["approved"],
+        vendor_wait_s=None if row["vendor_wait_ms"] is None else row["vendor_wait_ms"] / 1000)

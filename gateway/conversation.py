@@ -118,20 +118,49 @@ class RunStream:
 
 @dataclass
 class _Timeline:
-    """Where a request's time went: model calls and (critical-path) vendor steps, the rest is the platform's."""
+    """Where a request's time went: waiting on models, waiting on vendors (on the critical path), and the rest, the
+    platform's own overhead.
+
+    Model wait is what the planner reports in `Usage.model_wait` for the Plan, each re-plan and the Respond: the
+    time its provider calls were outstanding, not the calls' whole duration (building prompts, validating plans and
+    the backoff between tries are the platform's). Vendor wait comes from each step's `vendor_wait`: the time its
+    connector calls spent awaiting the vendor, summed over its attempts. A step says how long it waited, not when,
+    so its wait is placed at the end of its interval, as the span [end - vendor_wait, end], and the union of the
+    steps' spans is subtracted: parallel steps overlap, and the union, not the sum, is the time during which some
+    step waited on a vendor.
+
+    The approximation is in the placement only. A step alone, or steps whose intervals do not overlap, contribute
+    exactly their vendor_wait. Where intervals overlap, a span may sit later than the real waiting by the platform's
+    work after the vendor's last answer (the registry's audit row, the executor recording the output) and closes up
+    the gaps within it (between a call's vendor requests, the backoff between attempts), so the overlap between two
+    steps' waits can be misjudged by about that much. A step without `vendor_wait` (an executor that does not report
+    it) counts its whole interval.
+    """
 
     started: float
     model_s: float = 0.0
     step_spans: list[tuple[float, float]] = field(default_factory=list)
 
+    def add_model(self, usage: common_pb2.Usage, call_s: float | None = None, cached: bool = False) -> None:
+        """The model wait of a Plan, re-plan or Respond (`call_s`: the call's duration as the gateway saw it, which
+        bounds the wait). From a planner that reports none, a call a model served counts whole."""
+        if usage.HasField("model_wait"):
+            waited = max(usage.model_wait.ToNanoseconds() / 1e9, 0.0)
+            self.model_s += waited if call_s is None else min(waited, call_s)
+        elif call_s is not None and usage.provider not in MODEL_FREE and not cached:
+            self.model_s += call_s
+
     def add_steps(self, results: list[common_pb2.StepResult]) -> None:
         for r in results:
             if r.HasField("start_time") and r.HasField("end_time"):
                 start = r.start_time.ToNanoseconds() / 1e9
-                self.step_spans.append((start, max(r.end_time.ToNanoseconds() / 1e9, start)))
+                end = max(r.end_time.ToNanoseconds() / 1e9, start)
+                if r.HasField("vendor_wait"):
+                    start = max(start, end - r.vendor_wait.ToNanoseconds() / 1e9)
+                self.step_spans.append((start, end))
 
     def vendor_s(self) -> float:
-        """The union of step intervals: time during which at least one step was waiting on a vendor."""
+        """The union of the steps' vendor-wait spans: time during which at least one step waited on a vendor."""
         total, end = 0.0, float("-inf")
         for start, stop in sorted(self.step_spans):
             if stop <= end:
@@ -154,6 +183,8 @@ def add_usage(total: common_pb2.Usage, more: common_pb2.Usage) -> None:
     total.input_tokens += more.input_tokens
     total.output_tokens += more.output_tokens
     total.cost_usd += more.cost_usd
+    if more.HasField("model_wait"):
+        total.model_wait.FromNanoseconds(total.model_wait.ToNanoseconds() + more.model_wait.ToNanoseconds())
     if more.provider:
         total.provider, total.model = more.provider, more.model
 
@@ -353,8 +384,7 @@ class Conversations:
                 run.emit(plan_token=event.token_delta)
         if plan is None:
             raise MeshError(Reason.UPSTREAM_UNAVAILABLE, "the planner ended without a plan", domain=DOMAIN)
-        if plan.usage.provider not in MODEL_FREE and not plan.cached:
-            timeline.model_s += time.perf_counter() - began
+        timeline.add_model(plan.usage, time.perf_counter() - began, plan.cached)
         run.emit(plan=plan)
         return plan
 
@@ -380,6 +410,7 @@ class Conversations:
                                                           tool=a.tool, arguments=a.arguments, prompt=a.prompt))
             elif kind == "plan_revised":
                 plan = event.plan_revised
+                timeline.add_model(plan.usage)  # the re-plan's model wait (the executor waited for it, no step ran)
                 run.emit(plan=plan)
             elif kind == "run_finished":
                 finished = event.run_finished.run
@@ -395,10 +426,12 @@ class Conversations:
             await run.writer.close()
             run.stream.put(None)
             return
+        # Only the steps that ran during this request wait on its clock; a confirmation's run also lists those that
+        # ran before the pause, in an earlier request.
+        timeline.add_steps(list(results.values()))
         for step in finished.steps:
             results.setdefault(step.step_id, step)
         ordered = [results[s.step_id] for s in finished.steps if s.step_id in results] or list(results.values())
-        timeline.add_steps(ordered)
         usage = common_pb2.Usage()
         add_usage(usage, finished.usage)
         outcome = finished.outcome or common_pb2.OUTCOME_FAILED
@@ -421,8 +454,7 @@ class Conversations:
         answer_text = answer_text or "".join(parts)
         if answer_usage is not None:
             add_usage(usage, answer_usage)
-            if answer_usage.provider not in MODEL_FREE:
-                timeline.model_s += time.perf_counter() - began
+            timeline.add_model(answer_usage, time.perf_counter() - began)
         now = time.perf_counter()
         final = agent_pb2.Final(outcome=outcome, text=answer_text, usage=usage, run_id=principal.run_id,
                                 overhead=_duration(timeline.overhead_s(now)),

@@ -14,7 +14,7 @@ from planner.models.gateway import ModelGateway, Target
 from planner.models.limits import Exhausted
 from planner.models.routing import TIERS
 from planner.models.tenants import TenantModels
-from planner.models.types import Completion, Delta, ModelRequest, ProviderError
+from planner.models.types import Completion, Delta, ModelRequest, ModelWait, ProviderError
 from planner.prompts import answer_system, answer_user
 from planner.templates import render
 
@@ -37,7 +37,10 @@ class Responder:
     def __init__(self, gateway: ModelGateway) -> None:
         self.gateway = gateway
 
-    async def respond(self, inp: AnswerInput, models: TenantModels) -> AsyncIterator[TokenBatch | AnswerOutcome]:
+    async def respond(self, inp: AnswerInput, models: TenantModels,
+                      waited: ModelWait | None = None) -> AsyncIterator[TokenBatch | AnswerOutcome]:
+        """Answer batches, then the AnswerOutcome; the time spent awaiting model providers is added to `waited`
+        (an LLM answer that was tried and not used included)."""
         template = render(inp)
         usage = Usage()
         start = inp.tier if inp.tier in TIERS else "fast"
@@ -46,7 +49,7 @@ class Responder:
                 break
             emitted: list[str] = []
             try:
-                async for sentence in self._llm(target, inp, models, usage):
+                async for sentence in self._llm(target, inp, models, usage, waited):
                     emitted.append(sentence)
                     yield TokenBatch(sentence)
             except (Exhausted, CircuitOpen, ProviderError, Ungrounded) as err:
@@ -73,15 +76,15 @@ class Responder:
             yield TokenBatch(template[start_at:start_at + _TEMPLATE_BATCH])
         yield AnswerOutcome(template, usage, "template")
 
-    async def _llm(self, target: Target, inp: AnswerInput, models: TenantModels,
-                   usage: Usage) -> AsyncIterator[str]:
+    async def _llm(self, target: Target, inp: AnswerInput, models: TenantModels, usage: Usage,
+                   waited: ModelWait | None) -> AsyncIterator[str]:
         """Grounded sentences of the model's answer as they complete; raises Ungrounded at the first that is not."""
         grounding = Grounding.of(inp)
         request = ModelRequest(answer_system(), answer_user(_answer_input(inp)), max_output_tokens=400)
         pending = ""
         completion: Completion | None = None
         async with contextlib.aclosing(self.gateway.call(target, request, inp.tenant, models.limits,
-                                                         inp.deadline)) as events:
+                                                         inp.deadline, waited)) as events:
             async for event in events:
                 if isinstance(event, Delta):
                     pending += event.text

@@ -23,7 +23,7 @@ from planner.models.limits import Exhausted
 from planner.models.metrics import PLANS
 from planner.models.routing import classify
 from planner.models.tenants import TenantModels
-from planner.models.types import Completion, Delta, ModelRequest, ProviderError, Repair
+from planner.models.types import Completion, Delta, ModelRequest, ModelWait, ProviderError, Repair
 from planner.prompts import PLAN_TOOL, PromptTool, plan_system, plan_user
 from planner.relevance import ToolRanker
 from planner.validation import People, ToolCatalog, Validation, plan_arguments, validate
@@ -88,9 +88,11 @@ class Planner:
         self.settings = settings
         self.today = today
 
-    async def plan(self, inp: PlanInput, models: TenantModels) -> AsyncIterator[TokenBatch | PlanOutcome]:
+    async def plan(self, inp: PlanInput, models: TenantModels,
+                   waited: ModelWait | None = None) -> AsyncIterator[TokenBatch | PlanOutcome]:
         """Token batches (LLM tiers), then one PlanOutcome. Raises Exhausted when a limit ran out and the tenant
-        rejects rather than downgrades."""
+        rejects rather than downgrades. The time spent awaiting model providers, every tier tried, is added to
+        `waited`."""
         catalog = ToolCatalog(inp.tools, inp.denied)
         people = People(inp.people)
         known = {s.id for s in inp.previous_plan.steps} if inp.previous_plan else set()
@@ -118,7 +120,7 @@ class Planner:
                 usage.add(0, 0, 0.0, "embedded", "embedded")
             else:
                 try:
-                    async for item in self._llm(target, inp, catalog, people, known, models, usage):
+                    async for item in self._llm(target, inp, catalog, people, known, models, usage, waited):
                         if isinstance(item, TokenBatch):
                             yield item
                         else:
@@ -187,14 +189,15 @@ class Planner:
         return Validation(PlanResult(refusals=checked.plan.refusals, question=FALLBACK_QUESTION), checked.problems)
 
     async def _llm(self, target: Target, inp: PlanInput, catalog: ToolCatalog, people: People, known: set[str],
-                   models: TenantModels, usage: Usage) -> AsyncIterator[TokenBatch | Validation]:
+                   models: TenantModels, usage: Usage,
+                   waited: ModelWait | None) -> AsyncIterator[TokenBatch | Validation]:
         """Token batches and, when the model's plan (or its one repair) validates, the Validation."""
         request = self._prompt(inp, catalog)
         for attempt in (1, 2):
             batcher = TokenBatcher(self.settings.token_batch_chars, self.settings.token_batch_ms)
             completion: Completion | None = None
             async with contextlib.aclosing(self.gateway.call(target, request, inp.tenant, models.limits,
-                                                             inp.deadline)) as events:
+                                                             inp.deadline, waited)) as events:
                 async for event in events:
                     if isinstance(event, Delta):
                         batch = batcher.add(event.text)

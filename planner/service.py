@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import duration_pb2
 
 from agentmesh.planner.v1 import planner_service_pb2, planner_service_pb2_grpc
 from mesh import principal as principal_mod
@@ -17,6 +18,7 @@ from planner.answering import Responder
 from planner.model import AnswerInput, Deadline, TokenBatch
 from planner.models.limits import Exhausted
 from planner.models.tenants import TenantSettings
+from planner.models.types import ModelWait
 from planner.planning import Planner
 
 DOMAIN = "agentmesh.planner"
@@ -81,6 +83,12 @@ def requester(p: Principal) -> str:
     return p.user
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return out
+
+
 def _exhausted(err: Exhausted, tenant: str) -> MeshError:
     return MeshError(Reason(err.reason), err.message, domain=DOMAIN, metadata={"tenant": tenant},
                      retry_after_s=err.retry_after_s)
@@ -101,12 +109,15 @@ class PlannerServicer(planner_service_pb2_grpc.PlannerServiceServicer):
         deadline = Deadline.within(context.time_remaining() or _DEFAULT_DEADLINE_S)
         models = await self.tenants.get(p, deadline.remaining() * _SETTINGS_SHARE)
         inp = convert.plan_input(request, p.tenant, user, deadline)
+        waited = ModelWait()
         try:
-            async for item in self.planner.plan(inp, models):
+            async for item in self.planner.plan(inp, models, waited):
                 if isinstance(item, TokenBatch):
                     yield planner_service_pb2.PlanResponse(token_delta=item.text)
                 else:
-                    yield planner_service_pb2.PlanResponse(plan=convert.plan_proto(item))
+                    plan = convert.plan_proto(item)
+                    plan.usage.model_wait.CopyFrom(_duration(waited.seconds))
+                    yield planner_service_pb2.PlanResponse(plan=plan)
         except Exhausted as err:
             raise _exhausted(err, p.tenant) from None
 
@@ -122,12 +133,15 @@ class PlannerServicer(planner_service_pb2_grpc.PlannerServiceServicer):
                           tier=request.plan.tier, results=tuple(results),
                           outcome=convert.outcome_name(request.outcome, results, plan), deadline=deadline,
                           context=convert.context_dict(request.context))
-        async for item in self.responder.respond(inp, models):
+        waited = ModelWait()
+        async for item in self.responder.respond(inp, models, waited):
             if isinstance(item, TokenBatch):
                 yield planner_service_pb2.RespondResponse(text_delta=item.text)
             else:
-                yield planner_service_pb2.RespondResponse(answer=planner_service_pb2.Answer(
-                    text=item.text, usage=convert.usage_proto(item.usage)))
+                usage = convert.usage_proto(item.usage)
+                usage.model_wait.CopyFrom(_duration(waited.seconds))
+                yield planner_service_pb2.RespondResponse(answer=planner_service_pb2.Answer(text=item.text,
+                                                                                            usage=usage))
 
 
 def service_spec(servicer: PlannerServicer) -> ServiceSpec:

@@ -13,6 +13,8 @@ import aiohttp
 
 from mesh.errors import MeshError, Reason
 
+from . import vendorwait
+
 DEFAULT_TIMEOUT_S = 10.0
 POOL_LIMIT = 200
 POOL_LIMIT_PER_HOST = 50
@@ -156,18 +158,21 @@ class VendorSession:
     async def request(self, method: str, url: str, *, timeout_s: float | None = None,
                       **kwargs: Any) -> tuple[int, Mapping[str, str], Any]:
         """Sends one request; returns (status, headers, parsed JSON or text or None). Raises VendorUnavailable
-        for resets and timeouts; HTTP error statuses are returned for the vendor client to map."""
+        for resets and timeouts; HTTP error statuses are returned for the vendor client to map. The time from
+        sending the request until its body was read (or the request failed) is the call's vendor wait."""
         timeout = aiohttp.ClientTimeout(total=min(timeout_s or self.timeout_s, self.timeout_s))
         try:
-            async with self.session.request(method, url, timeout=timeout, **kwargs) as resp:
-                raw = await resp.read()
-                body: Any = None
-                if raw:
-                    if "json" in resp.headers.get("Content-Type", ""):
-                        body = await resp.json(content_type=None)
-                    else:
-                        body = raw.decode("utf-8", "replace")
-                return resp.status, resp.headers, body
+            with vendorwait.awaiting() as waiting:
+                async with self.session.request(method, url, timeout=timeout, **kwargs) as resp:
+                    raw = await resp.read()
+                    waiting.end()
+                    body: Any = None
+                    if raw:
+                        if "json" in resp.headers.get("Content-Type", ""):
+                            body = await resp.json(content_type=None)
+                        else:
+                            body = raw.decode("utf-8", "replace")
+                    return resp.status, resp.headers, body
         except TimeoutError as err:
             raise VendorUnavailable(f"{method} {url.split('?')[0]} timed out") from err
         except aiohttp.ClientError as err:

@@ -18,6 +18,7 @@ from mesh.errors import MeshError, Reason, invalid_argument
 from mesh.server import ANY_KIND, ServiceSpec
 from mesh.structs import whole_numbers
 
+from . import vendorwait
 from .http import VendorError, VendorUnavailable
 
 log = logging.getLogger("agentmesh.connector")
@@ -125,21 +126,26 @@ class ConnectorServicer(connector_service_pb2_grpc.ConnectorServiceServicer):
         ctx = CallContext(request.action, arguments, request.credential, request.instance,
                           request.idempotency_key, _requester(principal_mod.current()),
                           context.time_remaining() or 10.0)
-        try:
-            outcome = await self.vendor.invoke(ctx)
-        except VendorUnavailable as err:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining < _DEADLINE_SLACK_S:
-                # The vendor call was cut short by the caller's own deadline, not by the vendor.
-                raise MeshError(Reason.DEADLINE, "the call's deadline ran out while the vendor was working",
-                                domain=self.domain) from None
-            raise err.to_mesh(self.domain) from None
-        except VendorError as err:
-            raise err.to_mesh(self.domain) from None
+        with vendorwait.measuring() as waited:
+            try:
+                outcome = await self.vendor.invoke(ctx)
+            except VendorUnavailable as err:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining < _DEADLINE_SLACK_S:
+                    # The vendor call was cut short by the caller's own deadline, not by the vendor.
+                    await vendorwait.abort(context, MeshError(
+                        Reason.DEADLINE, "the call's deadline ran out while the vendor was working",
+                        domain=self.domain), waited.seconds)
+                await vendorwait.abort(context, err.to_mesh(self.domain), waited.seconds)
+            except VendorError as err:
+                await vendorwait.abort(context, err.to_mesh(self.domain), waited.seconds)
+            except MeshError as err:
+                await vendorwait.abort(context, err, waited.seconds)
         result = struct_pb2.Struct()
         result.update(outcome.result)
         return connector_service_pb2.InvokeResponse(result=result, summary=outcome.summary,
-                                                    replayed=outcome.replayed)
+                                                    replayed=outcome.replayed,
+                                                    vendor_wait=vendorwait.duration(waited.seconds))
 
 
 def _requester(p: principal_mod.Principal) -> principal_mod.Principal:

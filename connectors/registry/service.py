@@ -15,6 +15,7 @@ from opentelemetry import trace
 from agentmesh.common.v1 import common_pb2
 from agentmesh.connector.v1 import connector_pb2
 from agentmesh.registry.v1 import registry_pb2, registry_service_pb2, registry_service_pb2_grpc
+from connectors.common import vendorwait
 from connectors.registry import catalog as catalog_mod
 from connectors.registry import directory, registrations, tenants
 from connectors.registry.audit import TOOL_CALL, AuditLog, AuditRow, decode_page_token
@@ -471,11 +472,17 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                 if p.tenant == "*":
                     raise refusal  # no tenant to audit it under
                 await self.parts.invoker.refuse(who, request.tool, arguments, request.idempotency_key, refusal)
-        outcome = await self.parts.invoker.invoke(who, request.tool, arguments, request.idempotency_key,
-                                                  lambda: context.time_remaining() or 0.0)
+        # The connector calls behind this Invoke (upstream.Upstream.invoke) add their vendor wait to `waited`.
+        with vendorwait.measuring() as waited:
+            try:
+                outcome = await self.parts.invoker.invoke(who, request.tool, arguments, request.idempotency_key,
+                                                          lambda: context.time_remaining() or 0.0)
+            except MeshError as err:
+                await vendorwait.abort(context, err, waited.seconds)
         return registry_service_pb2.InvokeResponse(result=_struct(outcome.result), summary=outcome.summary,
                                                    replayed=outcome.replayed, arguments=_struct(outcome.arguments),
-                                                   confirm_before=outcome.confirm_before)
+                                                   confirm_before=outcome.confirm_before,
+                                                   vendor_wait=vendorwait.duration(waited.seconds))
 
     # --- account links -------------------------------------------------------------------------------------------
     async def StartAccountLink(self, request: registry_service_pb2.StartAccountLinkRequest,

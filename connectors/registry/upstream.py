@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -10,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agentmesh.common.v1 import common_pb2
 from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connector_service_pb2_grpc
+from connectors.common import vendorwait
 from connectors.registry.invoke import ConnectorAnswer, ConnectorCall
 from connectors.registry.registrations import Instance
 from mesh import client
@@ -90,10 +92,13 @@ class Upstream:
                                                 service_identity=call.credential.service_identity),
             instance=instance_proto(call.registration.instance))
         stub = connector_service_pb2_grpc.ConnectorServiceStub(self.channel(call.registration.endpoint))
+        began = time.perf_counter()
         try:
             answer = await stub.Invoke(request, metadata=_metadata(call.principal_token), timeout=call.timeout_s)
         except grpc.aio.AioRpcError as err:
+            _count_vendor_wait(vendorwait.from_metadata(err.trailing_metadata()), began)
             raise from_details(details_of(err)) from None
+        _count_vendor_wait(vendorwait.seconds_of(answer.vendor_wait), began)
         return ConnectorAnswer(whole_numbers(json_format.MessageToDict(answer.result)), answer.summary,
                                answer.replayed)
 
@@ -101,3 +106,9 @@ class Upstream:
         for chan in self._channels.values():
             await chan.close()
         self._channels.clear()
+
+
+def _count_vendor_wait(reported: float | None, began: float) -> None:
+    """Adds a connector call's vendor wait to the Invoke's: as the connector reported it, or, when it reported none
+    (zero or absent: a connector that does not measure), the whole connector call."""
+    vendorwait.add(reported if reported else time.perf_counter() - began)

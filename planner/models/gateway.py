@@ -20,7 +20,7 @@ from planner.models.metrics import MODEL_CALLS, MODEL_COST, MODEL_LATENCY, MODEL
 from planner.models.prices import PriceTable
 from planner.models.routing import chain
 from planner.models.tenants import EMBEDDED, TenantModels
-from planner.models.types import Completion, Delta, ModelEvent, ModelRequest, ProviderError
+from planner.models.types import Completion, Delta, ModelEvent, ModelRequest, ModelWait, ProviderError
 
 log = logging.getLogger("agentmesh.planner")
 _MIN_ATTEMPT_S = 0.05
@@ -132,9 +132,10 @@ class ModelGateway:
         return self.prices.cost(model, input_tokens, output_tokens)
 
     async def call(self, target: Target, request: ModelRequest, tenant: str, limits: ModelLimits,
-                   deadline: Deadline) -> AsyncGenerator[ModelEvent, None]:
+                   deadline: Deadline, waited: ModelWait | None = None) -> AsyncGenerator[ModelEvent, None]:
         """One model call: Deltas then a Completion. Raises Exhausted (limits), CircuitOpen (breaker) or
-        ProviderError (after retries, or at once when output had already streamed)."""
+        ProviderError (after retries, or at once when output had already streamed). Each try's time awaiting the
+        provider is added to `waited` (the limiter's admission and the backoff between tries are not)."""
         provider = self.providers[target.provider]
         breaker = self.breakers.get(target.provider)
         if breaker.state is BreakerState.OPEN:  # fail fast, before the call counts against the tenant's limits
@@ -152,7 +153,7 @@ class ModelGateway:
             streamed = False
             try:
                 async with contextlib.aclosing(_bounded(provider.stream(request, target.model, timeout_s),
-                                                        timeout_s)) as events:
+                                                        timeout_s, waited)) as events:
                     async for event in events:
                         if isinstance(event, Delta):
                             streamed = True
@@ -201,12 +202,16 @@ class _Raised:
     error: Exception
 
 
-async def _bounded(events: AsyncGenerator[ModelEvent, None], timeout_s: float) -> AsyncGenerator[ModelEvent, None]:
+async def _bounded(events: AsyncGenerator[ModelEvent, None], timeout_s: float,
+                   waited: ModelWait | None = None) -> AsyncGenerator[ModelEvent, None]:
     """The provider's events, pumped by a task of their own, so that the attempt's time limit applies to the whole
-    call (a hung server, a stalled stream) without cancelling the consumer."""
+    call (a hung server, a stalled stream) without cancelling the consumer. The pump's time, from sending the
+    request until the provider's stream ended, broke or was given up, is added to `waited`: it is the model's time,
+    however slowly the consumer reads."""
     queue: asyncio.Queue[ModelEvent | _End | _Raised] = asyncio.Queue()
 
     async def pump() -> None:
+        began = time.perf_counter()
         try:
             async with contextlib.aclosing(events):
                 async for event in events:
@@ -217,6 +222,9 @@ async def _bounded(events: AsyncGenerator[ModelEvent, None], timeout_s: float) -
         except Exception as err:  # an SDK or transport failure the provider did not classify
             log.warning("unexpected model call failure", exc_info=err)
             queue.put_nowait(_Raised(ProviderError("UNKNOWN", f"{type(err).__name__}: {err}")))
+        finally:
+            if waited is not None:
+                waited.seconds += time.perf_counter() - began
 
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(pump())

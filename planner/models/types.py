@@ -46,6 +46,14 @@ class TokenUsage:
         return self.input_tokens + self.output_tokens
 
 
+@dataclass
+class ModelWait:
+    """Time spent awaiting model providers for one Plan or Respond: each try from sending its request until its
+    stream ended (or broke, or timed out), summed over retries, fallbacks and repair rounds."""
+
+    seconds: float = 0.0
+
+
 @dataclass(frozen=True)
 class Delta:
     """A piece of model output: answer text, or a fragment of the tool call's JSON arguments."""

@@ -157,6 +157,25 @@ async def test_no_retry_on_a_vendor_403(bed: Testbed, executor) -> None:
     assert final(events).outcome == common_pb2.OUTCOME_DENIED
 
 
+async def test_a_steps_vendor_wait_sums_its_attempts_but_not_the_backoff(bed: Testbed, executor) -> None:
+    # Every ServiceNow request waits 150 ms; the seed makes the first one a 429 (Retry-After: 1 s) and the rest pass.
+    await bed.set_faults("servicenow", tenant="acme", latency={"fixed_ms": 150}, rate_limit=0.5, retry_after_s=1,
+                         seed=92)
+    who = bed.user("acme", ALICE)
+    events = await execute(executor, who, step("s1", "servicenow.get_incident", number="INC0010001"))
+    s1 = finished(events)["s1"]
+    assert s1.status == S.STEP_STATUS_OK and s1.attempts == 2
+    waited = s1.vendor_wait.ToNanoseconds() / 1e9
+    latency = s1.latency.ToNanoseconds() / 1e9
+    # The failed attempt's 150 ms count (the connector reported them, the registry passed them on), as do the
+    # second attempt's requests; the one-second wait before the retry does not.
+    assert waited >= 2 * 0.150
+    assert waited <= latency - 1.0
+    got = await executor.GetRun(executor_service_pb2.GetRunRequest(run_id=who.run_id),
+                                metadata=client.metadata(who), timeout=5)
+    assert got.run.steps[0].vendor_wait.ToMilliseconds() == s1.vendor_wait.ToMilliseconds()  # stored with the run
+
+
 async def test_breaker_opens_under_full_failure_and_closes_after_a_half_open_probe(bed: Testbed) -> None:
     running = await bed.start_executor(breaker_min_calls=3, breaker_cooldown_s=1.0, retry_max_attempts=1)
     async with client.channel(f"127.0.0.1:{running.port}") as chan:

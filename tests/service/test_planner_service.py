@@ -24,10 +24,11 @@ from planner.embedded_tier import shared_tier
 from planner.local import local_listing, policies
 from planner.models.tenants import StaticTenants
 from planner.server import PlannerServer, create_planner_server
-from planner.sim import LLMSimulator, Scripted
+from planner.sim import LatencyModel, LLMSimulator, Scripted
 
 ALICE, ERIN = "alice.nguyen@acme.example", "erin.walsh@acme.example"
 TIMEOUT = 20.0
+MODEL_LATENCY_S = 0.15  # the simulator's time to first token when a test makes the model slow
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,19 @@ async def sim() -> AsyncIterator[LLMSimulator]:
     await simulator.start()
     yield simulator
     await simulator.stop()
+
+
+@pytest.fixture
+def slow_model(sim: LLMSimulator) -> Any:
+    """The simulator answers every request after exactly MODEL_LATENCY_S (and streams at once)."""
+    sim.reset()
+    sim.latency = LatencyModel(ttft_ms=MODEL_LATENCY_S * 1000, tokens_per_s=1_000_000, sigma=0.0)
+    yield sim
+    sim.latency = None
+
+
+def seconds(value: Any) -> float:
+    return float(value.ToNanoseconds()) / 1e9
 
 
 def config(backing, mesh_config, **overrides: Any) -> PlannerConfig:
@@ -109,6 +123,7 @@ async def test_plan_streams_exactly_one_validated_plan_from_the_embedded_tier(pl
     assert args_of(search)["limit"] == 10  # defaults filled
     assert assign.description
     assert (plan.usage.provider, plan.usage.cost_usd, plan.round, plan.cached) == ("embedded", 0.0, 0, False)
+    assert plan.usage.HasField("model_wait") and seconds(plan.usage.model_wait) == 0.0  # no model was waited on
 
 
 async def test_a_denied_tool_is_refused_by_name(planner, minter) -> None:
@@ -134,6 +149,44 @@ async def test_llm_tier_streams_batched_token_deltas_then_the_plan(planner, mint
                                       "caller": ALICE}
     assert (plan.usage.provider, plan.usage.model, plan.usage.input_tokens) == ("sim", "gpt-4.1-mini", 2000)
     assert plan.usage.cost_usd == pytest.approx(2 * 0.0004 + 0.1 * 0.0016)
+
+
+async def test_model_wait_sums_the_model_calls_behind_a_plan(planner, minter, slow_model) -> None:
+    # The model's first plan names a tool the user does not have; its repair is valid: two calls, each 150 ms.
+    slow_model.script(Scripted(tool_arguments={"steps": [{"id": "s1", "tool": "okta.delete_user", "args": {}}]}),
+                      Scripted(tool_arguments={"steps": [{"id": "s1", "tool": "okta.get_user", "args": {}}]}))
+    events = await plan_events(planner, plan_request("Who is my manager?"), who(minter, tenant="llm"))
+    plan = events[-1].plan
+    assert len(slow_model.requests) == 2 and plan.usage.provider == "sim"
+    assert seconds(plan.usage.model_wait) >= 2 * MODEL_LATENCY_S
+
+
+async def test_model_wait_counts_a_tier_that_failed_before_the_embedded_fallback(planner, minter,
+                                                                                 slow_model) -> None:
+    slow_model.script(Scripted(fault="cut", tool_arguments={"steps": []}, cut_after_chars=5))
+    events = await plan_events(planner, plan_request("Who is my manager?"), who(minter, tenant="llm"))
+    plan = events[-1].plan
+    assert plan.usage.provider == "embedded" and [s.tool for s in plan.steps] == ["okta.get_user"]
+    assert seconds(plan.usage.model_wait) >= MODEL_LATENCY_S  # the broken stream was waited on all the same
+
+
+async def test_model_wait_of_an_llm_answer(planner, minter, slow_model) -> None:
+    output = {"number": "INC0010042", "sys_id": "a" * 32, "short_description": "VPN drops", "state": "New",
+              "urgency": 2, "category": None, "caller": {"name": "Alice Nguyen", "email": ALICE}, "url": "u"}
+    plan = common_pb2.Plan(tier="fast", steps=[common_pb2.PlanStep(
+        id="s1", tool="servicenow.create_incident", effect=common_pb2.EFFECT_WRITE,
+        arguments=_struct({"short_description": "VPN drops", "caller": ALICE}))])
+    results = [common_pb2.StepResult(step_id="s1", tool="servicenow.create_incident",
+                                     status=common_pb2.STEP_STATUS_OK, effect=common_pb2.EFFECT_WRITE,
+                                     output=_struct(output), summary="created INC0010042")]
+    slow_model.script(Scripted(text="I opened INC0010042 (VPN drops) for Alice Nguyen. Its state is New."))
+    events = [e async for e in planner.Respond(
+        pb.RespondRequest(request="My VPN keeps dropping, open a ticket", plan=plan, results=results,
+                          outcome=common_pb2.OUTCOME_ANSWERED),
+        metadata=client.metadata(who(minter, tenant="llm")), timeout=TIMEOUT)]
+    usage = events[-1].answer.usage
+    assert usage.provider == "sim" and "INC0010042" in events[-1].answer.text
+    assert seconds(usage.model_wait) >= MODEL_LATENCY_S
 
 
 async def test_model_limit_is_resource_exhausted_with_retry_info(planner, minter, sim) -> None:
@@ -189,6 +242,7 @@ async def test_respond_streams_a_grounded_template_answer(planner, minter) -> No
     assert "Carol Diaz" in text and "carol.diaz@acme.example" in text
     assert "couldn't reset the password of erin.walsh@acme.example" in text and "allowed only on oneself" in text
     assert events[-1].answer.usage.provider == "embedded"
+    assert events[-1].answer.usage.HasField("model_wait") and seconds(events[-1].answer.usage.model_wait) == 0.0
 
 
 @pytest.mark.parametrize("request_, field", [

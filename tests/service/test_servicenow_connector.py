@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from google.protobuf import json_format, struct_pb2
 from jsonschema import Draft202012Validator
 
 from agentmesh.connector.v1 import connector_pb2, connector_service_pb2, connector_service_pb2_grpc
+from connectors.common import vendorwait
 from connectors.common.fixturegen import generate_tenant
 from connectors.common.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, load_fixtures, start_sandboxes
 from connectors.common.server import create_connector_server
@@ -527,6 +529,29 @@ async def test_vendor_slower_than_the_deadline_exceeds_it(stack: Stack) -> None:
     await stack.faults(latency={"fixed_ms": 800})
     details = await stack.fails(ALICE, "get_incident", {"number": "INC0010001"}, deadline_s=0.3)
     assert details.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_vendor_wait_covers_every_vendor_request_of_the_call(stack: Stack) -> None:
+    await stack.faults(latency={"fixed_ms": 200})
+    before = sum((await stack.counters())["calls"].values())
+    began = time.perf_counter()
+    _, response = await stack.invoke(ALICE, "get_incident", {"number": "INC0010001"})
+    took = time.perf_counter() - began
+    requests = sum((await stack.counters())["calls"].values()) - before
+    waited = vendorwait.seconds_of(response.vendor_wait)
+    assert requests >= 2  # the incident, its journal, the people it names
+    assert requests * 0.2 <= waited <= took  # each request waited 200 ms at the vendor; the call took longer still
+
+
+async def test_a_failed_call_reports_its_vendor_wait_in_trailing_metadata(stack: Stack) -> None:
+    await stack.faults(latency={"fixed_ms": 200}, errors={"503": 1.0})
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stack.invoke(ALICE, "get_incident", {"number": "INC0010001"})
+    details = details_of(info.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")
+    assert details.metadata["vendor_status"] == "503"  # the rich status is intact beside the figure
+    waited = vendorwait.from_metadata(info.value.trailing_metadata())
+    assert waited is not None and waited >= 0.2
 
 
 # --- credentials, people and arguments -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from executor.convert import step_result
 from executor.model import (
     ApprovalNeeded,
     Effect,
@@ -67,7 +68,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-Outcome_ = ToolReply | StepError
+Outcome_ = ToolReply | StepError | ToolFailure
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Invoker:
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, StepError):
             raise ToolFailure(answer)
+        if isinstance(answer, ToolFailure):
+            raise answer
         return answer
 
     def calls_to(self, tool: str) -> list[ToolCall]:
@@ -264,6 +267,40 @@ async def test_rate_limit_waits_at_least_the_retry_info_delay() -> None:
     _, events = await execute(engine(invoker, clock=clock), Plan(steps=(step("s1", "jira.get_issue", key="A"),)))
     assert finished(events)["s1"].status is StepStatus.OK
     assert clock.sleeps == [1.5]
+
+
+async def test_a_steps_vendor_wait_sums_its_attempts_but_not_the_backoff() -> None:
+    clock = FakeClock()
+    limited = StepError("RESOURCE_EXHAUSTED", "RATE_LIMITED", "429", retry_after_s=1.5)
+    invoker = Invoker(script={
+        # The first call fails after 0.2 s of vendor time, the second answers after 0.25 s.
+        "jira.get_issue": [ToolFailure(limited, vendor_wait_s=0.2), ToolReply({"key": "A"}, "ok", vendor_wait_s=0.25)],
+        # A registry that reports no figure: the whole call counts.
+        "okta.get_user": [ToolReply({"id": "u1"}, "ok")],
+        # A figure larger than the call itself is bounded by the call.
+        "servicenow.get_incident": [ToolReply({"number": "INC1"}, "ok", vendor_wait_s=7.0)]},
+        on_call=lambda call: setattr(clock, "t", clock.t + 0.3))  # every call takes 0.3 s
+    plan = Plan(steps=(step("s1", "jira.get_issue", key="A"), step("s2", "okta.get_user", ("s1",), user="me"),
+                       step("s3", "servicenow.get_incident", ("s2",), number="INC1")))
+    _, events = await execute(engine(invoker, clock=clock), plan)
+    steps = finished(events)
+    s1 = steps["s1"]
+    assert s1.status is StepStatus.OK and s1.attempts == 2 and clock.sleeps == [1.5]
+    assert s1.latency_s == pytest.approx(0.3 + 1.5 + 0.3)
+    assert s1.vendor_wait_s == pytest.approx(0.45)
+    assert step_result(s1).vendor_wait.ToNanoseconds() == 450_000_000
+    assert steps["s2"].vendor_wait_s == pytest.approx(0.3) and steps["s3"].vendor_wait_s == pytest.approx(0.3)
+
+
+async def test_a_step_that_makes_no_call_reports_no_vendor_wait() -> None:
+    invoker = Invoker(script={"jira.get_issue": [StepError("NOT_FOUND", "NOT_FOUND", "no A-1")]})
+    plan = Plan(steps=(step("s1", "jira.get_issue", key="A-1"),
+                       step("s2", "jira.assign_issue", ("s1",), key="A-1", assignee="me")))
+    _, events = await execute(engine(invoker), plan)
+    s1, s2 = finished(events)["s1"], finished(events)["s2"]
+    assert s1.vendor_wait_s == 0.0  # called; the fake clock did not move
+    assert s2.status is StepStatus.SKIPPED and s2.vendor_wait_s is None
+    assert not step_result(s2).HasField("vendor_wait") and step_result(s1).HasField("vendor_wait")
 
 
 async def test_in_flight_key_is_retried_after_a_short_wait() -> None:

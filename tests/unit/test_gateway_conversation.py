@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from agentmesh.agent.v1 import agent_service_pb2 as agent_pb2
 from agentmesh.common.v1 import common_pb2
@@ -17,7 +17,7 @@ from agentmesh.memory.v1 import memory_service_pb2
 from agentmesh.planner.v1 import planner_service_pb2
 from agentmesh.registry.v1 import registry_pb2, registry_service_pb2
 from gateway.auth import Caller
-from gateway.conversation import Ask, Confirmation, Conversations, Tuning
+from gateway.conversation import Ask, Confirmation, Conversations, Tuning, _Timeline
 from gateway.lookups import Lookups
 from gateway.ratelimit import Verdict
 from gateway.runlog import RunMeta
@@ -39,11 +39,20 @@ def _ts(seconds: float) -> timestamp_pb2.Timestamp:
     return out
 
 
+def _seconds(value: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(value * 1e9))
+    return out
+
+
 def _result(step_id: str, tool: str, status: int = common_pb2.STEP_STATUS_OK, start: float = 100.0,
-            end: float = 100.4) -> common_pb2.StepResult:
-    return common_pb2.StepResult(step_id=step_id, tool=tool, status=status, summary=f"{tool} done",
-                                 arguments=_struct({"user": ALICE.user}), effect=common_pb2.EFFECT_READ,
-                                 start_time=_ts(start), end_time=_ts(end))
+            end: float = 100.4, vendor_wait: float | None = None) -> common_pb2.StepResult:
+    out = common_pb2.StepResult(step_id=step_id, tool=tool, status=status, summary=f"{tool} done",
+                                arguments=_struct({"user": ALICE.user}), effect=common_pb2.EFFECT_READ,
+                                start_time=_ts(start), end_time=_ts(end))
+    if vendor_wait is not None:
+        out.vendor_wait.CopyFrom(_seconds(vendor_wait))
+    return out
 
 
 @dataclass
@@ -322,3 +331,59 @@ async def test_follow_up_turns_of_a_session_are_written_in_order(minter: Minter)
     await settle(conv)
     assert [t for t in peers.turns if t[0] == "user"] == [("user", "first"), ("user", "second")]
     await asyncio.sleep(0)
+
+
+# --- the overhead figure ---------------------------------------------------------------------------------------
+def test_overhead_subtracts_the_reported_model_waits_and_the_union_of_the_steps_vendor_waits() -> None:
+    timeline = _Timeline(started=50.0)
+    # Plan: the planner awaited its provider 0.8 s of the 1.0 s call; prompting and validation were the platform's.
+    timeline.add_model(common_pb2.Usage(provider="openai", model_wait=_seconds(0.8)), call_s=1.0)
+    # A re-plan inside the run, and an answer from the template after an LLM answer that was tried and not used.
+    timeline.add_model(common_pb2.Usage(provider="openai", model_wait=_seconds(0.3)))
+    timeline.add_model(common_pb2.Usage(provider="embedded", model_wait=_seconds(0.2)), call_s=0.25)
+    # The embedded planner or a template waits on no model; a wait never exceeds the call it happened in.
+    timeline.add_model(common_pb2.Usage(provider="embedded", model_wait=_seconds(0.0)), call_s=0.05)
+    timeline.add_model(common_pb2.Usage(provider="openai", model_wait=_seconds(9.0)), call_s=0.1)
+    # A planner that reports no model wait: a call a model served counts whole, the embedded planner's not at all.
+    timeline.add_model(common_pb2.Usage(provider="anthropic"), call_s=0.4)
+    timeline.add_model(common_pb2.Usage(provider="embedded"), call_s=0.4)
+    assert timeline.model_s == pytest.approx(0.8 + 0.3 + 0.2 + 0.0 + 0.1 + 0.4)
+    timeline.add_steps([
+        # Two parallel steps: their waits, placed at the ends of their intervals ([10.2, 10.5] and [10.1, 10.45]),
+        # overlap, so together they waited 0.4 s, not 0.65 s.
+        _result("s1", "okta.get_user", start=10.0, end=10.5, vendor_wait=0.3),
+        _result("s2", "jira.search_issues", start=10.05, end=10.45, vendor_wait=0.35),
+        # A step without a reported wait (an older executor) counts its whole interval.
+        _result("s3", "servicenow.get_incident", start=11.0, end=11.2),
+        # A retried step: 0.4 s of vendor time in 1.5 s; the backoff and the registry's work are the platform's.
+        _result("s4", "servicenow.create_incident", start=12.0, end=13.5, vendor_wait=0.4),
+        # A step that made no vendor call, and one reporting more than its interval (bounded by it).
+        _result("s5", "jira.get_issue", start=13.4, end=13.45, vendor_wait=0.0),
+        _result("s6", "jira.get_issue", start=14.0, end=14.1, vendor_wait=5.0),
+        # A step without times (never started) waits on nothing.
+        common_pb2.StepResult(step_id="s7", tool="okta.get_user", status=common_pb2.STEP_STATUS_SKIPPED)])
+    assert timeline.vendor_s() == pytest.approx(0.4 + 0.2 + 0.4 + 0.0 + 0.1)
+    assert timeline.overhead_s(55.0) == pytest.approx(5.0 - 1.8 - 1.1)
+    assert timeline.overhead_s(51.0) == 0.0  # never negative
+
+
+async def test_a_confirmation_does_not_subtract_steps_that_ran_before_the_pause(minter: Minter) -> None:
+    awaiting = common_pb2.StepResult(step_id="s1", tool="okta.reset_factors",
+                                     status=common_pb2.STEP_STATUS_AWAITING_APPROVAL)
+    earlier = _result("s0", "okta.get_user", start=100.0, end=160.0)  # a minute of vendor time, an earlier request
+    peers = FakePeers(planned=one_step_plan("okta.reset_factors"), execution=[
+        executor_service_pb2.ExecuteResponse(approval_needed=executor_service_pb2.ApprovalNeeded(
+            run_id="", step_id="s1", tool="okta.reset_factors", prompt="Reset Frank's MFA factors?")),
+        finished(common_pb2.OUTCOME_UNSPECIFIED, earlier, awaiting, state=executor_pb2.RUN_STATE_AWAITING_APPROVAL)],
+        confirmation=[
+            executor_service_pb2.ExecuteResponse(step_finished=_result("s1", "okta.reset_factors", vendor_wait=0.0)),
+            finished(common_pb2.OUTCOME_ANSWERED, earlier, _result("s1", "okta.reset_factors", vendor_wait=0.0))])
+    conv = conversations(peers, minter)
+    stream = await conv.converse(ALICE, Ask(text="Reset Frank's MFA", session_id="s-3"))
+    await collect(stream)
+    rest = await collect(await conv.converse(ALICE, Ask(confirmation=Confirmation(stream.run_id, "s1", True))))
+    final = rest[-1].final
+    assert [t.step_id for t in final.steps] == ["s0", "s1"]  # the answer covers both steps
+    # This request waited on no model (a templated answer) and no vendor (s1 reported none): all of it is overhead.
+    assert final.overhead == final.duration and final.duration.ToNanoseconds() > 0
+    await settle(conv)

@@ -530,6 +530,7 @@ class Usage(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_WAIT_FIELD_NUMBER: _builtins.int
     input_tokens: _builtins.int
     """input_tokens counts prompt tokens."""
     output_tokens: _builtins.int
@@ -540,6 +541,13 @@ class Usage(_message.Message):
     """provider is the provider of the last call (embedded, openai, anthropic)."""
     model: _builtins.str
     """model is the model of the last call."""
+    @_builtins.property
+    def model_wait(self) -> _duration_pb2.Duration:
+        """model_wait is the time spent awaiting model providers: each try from sending its request until its stream
+        ended, summed over retries, fallbacks and repair rounds; zero when no model was called (the embedded planner,
+        a cached plan, a templated answer).
+        """
+
     def __init__(
         self,
         *,
@@ -548,10 +556,11 @@ class Usage(_message.Message):
         cost_usd: _builtins.float = ...,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
+        model_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_wait", b"model_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "model", b"model", "output_tokens", b"output_tokens", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "input_tokens", b"input_tokens", "model", b"model", "model_wait", b"model_wait", "output_tokens", b"output_tokens", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -632,6 +641,7 @@ class StepResult(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VENDOR_WAIT_FIELD_NUMBER: _builtins.int
     step_id: _builtins.str
     """step_id is the PlanStep id."""
     tool: _builtins.str
@@ -670,6 +680,14 @@ class StepResult(_message.Message):
     def latency(self) -> _duration_pb2.Duration:
         """latency is the time from start to end."""
 
+    @_builtins.property
+    def vendor_wait(self) -> _duration_pb2.Duration:
+        """vendor_wait is the time the step's tool calls spent awaiting the vendor between start_time and end_time, as
+        the registry reported it, summed over the attempts (failed ones included; the backoff sleeps between them are
+        not vendor time); an attempt the registry reported no figure for counts whole. Unset when the step made no
+        call.
+        """
+
     def __init__(
         self,
         *,
@@ -686,10 +704,11 @@ class StepResult(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         latency: _duration_pb2.Duration | None = ...,
         idempotency_key: _builtins.str = ...,
+        vendor_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "end_time", b"end_time", "error", b"error", "latency", b"latency", "output", b"output", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "end_time", b"end_time", "error", b"error", "latency", b"latency", "output", b"output", "start_time", b"start_time", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "effect", b"effect", "end_time", b"end_time", "error", b"error", "idempotency_key", b"idempotency_key", "latency", b"latency", "output", b"output", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "summary", b"summary", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "effect", b"effect", "end_time", b"end_time", "error", b"error", "idempotency_key", b"idempotency_key", "latency", b"latency", "output", b"output", "start_time", b"start_time", "status", b"status", "step_id", b"step_id", "summary", b"summary", "tool", b"tool", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

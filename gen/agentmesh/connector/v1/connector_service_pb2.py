@@ -23,24 +23,25 @@ _sym_db = _symbol_database.Default()
 
 
 from agentmesh.connector.v1 import connector_pb2 as agentmesh_dot_connector_dot_v1_dot_connector__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.agentmesh/connector/v1/connector_service.proto\x12\x16\x61gentmesh.connector.v1\x1a&agentmesh/connector/v1/connector.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"F\n\x10\x44\x65scribeResponse\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32 .agentmesh.connector.v1.Manifest\"\xd8\x01\n\rInvokeRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x36\n\ncredential\x18\x04 \x01(\x0b\x32\".agentmesh.connector.v1.Credential\x12:\n\x08instance\x18\x05 \x01(\x0b\x32(.agentmesh.connector.v1.InstanceSettings\"\\\n\x0eInvokeResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x32\xca\x01\n\x10\x43onnectorService\x12]\n\x08\x44\x65scribe\x12\'.agentmesh.connector.v1.DescribeRequest\x1a(.agentmesh.connector.v1.DescribeResponse\x12W\n\x06Invoke\x12%.agentmesh.connector.v1.InvokeRequest\x1a&.agentmesh.connector.v1.InvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.agentmesh/connector/v1/connector_service.proto\x12\x16\x61gentmesh.connector.v1\x1a&agentmesh/connector/v1/connector.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x11\n\x0f\x44\x65scribeRequest\"F\n\x10\x44\x65scribeResponse\x12\x32\n\x08manifest\x18\x01 \x01(\x0b\x32 .agentmesh.connector.v1.Manifest\"\xd8\x01\n\rInvokeRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x36\n\ncredential\x18\x04 \x01(\x0b\x32\".agentmesh.connector.v1.Credential\x12:\n\x08instance\x18\x05 \x01(\x0b\x32(.agentmesh.connector.v1.InstanceSettings\"\x8c\x01\n\x0eInvokeResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12.\n\x0bvendor_wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration2\xca\x01\n\x10\x43onnectorService\x12]\n\x08\x44\x65scribe\x12\'.agentmesh.connector.v1.DescribeRequest\x1a(.agentmesh.connector.v1.DescribeResponse\x12W\n\x06Invoke\x12%.agentmesh.connector.v1.InvokeRequest\x1a&.agentmesh.connector.v1.InvokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentmesh.connector.v1.connector_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DESCRIBEREQUEST']._serialized_start=144
-  _globals['_DESCRIBEREQUEST']._serialized_end=161
-  _globals['_DESCRIBERESPONSE']._serialized_start=163
-  _globals['_DESCRIBERESPONSE']._serialized_end=233
-  _globals['_INVOKEREQUEST']._serialized_start=236
-  _globals['_INVOKEREQUEST']._serialized_end=452
-  _globals['_INVOKERESPONSE']._serialized_start=454
-  _globals['_INVOKERESPONSE']._serialized_end=546
-  _globals['_CONNECTORSERVICE']._serialized_start=549
-  _globals['_CONNECTORSERVICE']._serialized_end=751
+  _globals['_DESCRIBEREQUEST']._serialized_start=176
+  _globals['_DESCRIBEREQUEST']._serialized_end=193
+  _globals['_DESCRIBERESPONSE']._serialized_start=195
+  _globals['_DESCRIBERESPONSE']._serialized_end=265
+  _globals['_INVOKEREQUEST']._serialized_start=268
+  _globals['_INVOKEREQUEST']._serialized_end=484
+  _globals['_INVOKERESPONSE']._serialized_start=487
+  _globals['_INVOKERESPONSE']._serialized_end=627
+  _globals['_CONNECTORSERVICE']._serialized_start=630
+  _globals['_CONNECTORSERVICE']._serialized_end=832
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from agentmesh.connector.v1 import connector_pb2 as _connector_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 import builtins as _builtins
@@ -112,6 +113,7 @@ class InvokeResponse(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    VENDOR_WAIT_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """summary is a one-line human-readable summary of the result."""
     replayed: _builtins.bool
@@ -120,16 +122,26 @@ class InvokeResponse(_message.Message):
     def result(self) -> _struct_pb2.Struct:
         """result matches the action's result schema."""
 
+    @_builtins.property
+    def vendor_wait(self) -> _duration_pb2.Duration:
+        """vendor_wait is the time this call spent awaiting the vendor: from sending each vendor request until its
+        response body was read, over all the vendor requests the action made (requests in flight together count once).
+        Callers subtract it from the call to tell the platform's own time from the vendor's. Optional: zero or absent
+        means unknown, and the caller then counts the whole connector call as vendor time. A call that fails carries
+        the same figure in the trailing metadata entry `x-agentmesh-vendor-wait-ms` (milliseconds, a decimal number).
+        """
+
     def __init__(
         self,
         *,
         result: _struct_pb2.Struct | None = ...,
         summary: _builtins.str = ...,
         replayed: _builtins.bool = ...,
+        vendor_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "result", b"result", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "result", b"result", "summary", b"summary", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from agentmesh.connector.v1 import connector_pb2 as _connector_pb2
 from agentmesh.registry.v1 import registry_pb2 as _registry_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -526,6 +527,7 @@ class InvokeResponse(_message.Message):
     REPLAYED_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     CONFIRM_BEFORE_FIELD_NUMBER: _builtins.int
+    VENDOR_WAIT_FIELD_NUMBER: _builtins.int
     summary: _builtins.str
     """summary is a one-line human-readable summary."""
     replayed: _builtins.bool
@@ -540,6 +542,14 @@ class InvokeResponse(_message.Message):
     def arguments(self) -> _struct_pb2.Struct:
         """arguments are the arguments as called, persons resolved to emails."""
 
+    @_builtins.property
+    def vendor_wait(self) -> _duration_pb2.Duration:
+        """vendor_wait is the time the connector calls behind this answer spent awaiting the vendor, as the connector
+        reported it (the whole connector call when it reported none), summed over the calls made (a retry with a
+        refreshed credential is a second call); zero when no connector was called. A failed Invoke carries the same
+        figure in the trailing metadata entry `x-agentmesh-vendor-wait-ms` (milliseconds, a decimal number).
+        """
+
     def __init__(
         self,
         *,
@@ -548,10 +558,11 @@ class InvokeResponse(_message.Message):
         replayed: _builtins.bool = ...,
         arguments: _struct_pb2.Struct | None = ...,
         confirm_before: _builtins.bool = ...,
+        vendor_wait: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "result", b"result", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "confirm_before", b"confirm_before", "replayed", b"replayed", "result", b"result", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "confirm_before", b"confirm_before", "replayed", b"replayed", "result", b"result", "summary", b"summary", "vendor_wait", b"vendor_wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
