@@ -133,7 +133,7 @@ def plan_input(request: planner_service_pb2.PlanRequest, tenant: str, requester:
                      context=context_dict(request.context), previous_plan=previous,
                      previous_round=request.previous_plan.round if previous else 0,
                      observations=tuple(observation(o) for o in request.observations),
-                     fingerprint=request.tools_fingerprint)
+                     fingerprint=request.tools_fingerprint, people_fingerprint=request.people_fingerprint)
 
 
 def describe(step: PlanStep) -> str:

@@ -81,6 +81,7 @@ class PlanInput:
     previous_round: int = 0
     observations: tuple[Observation, ...] = ()
     fingerprint: str = ""
+    people_fingerprint: str = ""  # identifies exactly `people` (set by the caller; empty: unknown)
 
     @property
     def replan(self) -> bool:
