@@ -64,7 +64,10 @@ def slack_team(tenant: str) -> str:
     return str(json.loads((FIXTURES / f"{tenant}.json").read_text())["tenant"]["slack_team_id"])
 
 
-@pytest.fixture(scope="session")
+# Package scope: the mesh stops when the end-to-end tests are done. Left running, its executor's takeover sweeper
+# would claim runs that later service tests' executors leave behind on purpose (they share the database) and run
+# them against its own registry, whose secret key cannot read those tests' credentials.
+@pytest.fixture(scope="package")
 async def mesh(backing, keyring: KeyRing, minter: Minter,
                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     state = tmp_path_factory.mktemp("e2e-mesh")
