@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -13,6 +12,7 @@ from agentmesh.common.v1 import common_pb2
 from agentmesh.memory.v1 import memory_service_pb2, memory_service_pb2_grpc
 from agentmesh.planner.v1 import planner_service_pb2, planner_service_pb2_grpc
 from agentmesh.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
+from connectors.common import vendorwait  # the vendor-wait trailing metadata of the Invoke contract
 from mesh import client
 from mesh.errors import details_of
 from mesh.principal import Principal
@@ -31,8 +31,6 @@ from .ports import (
 )
 
 _OUTPUT_PREFIX = "step:"  # working-state key of a step's output: step:<id>
-# The trailing metadata entry in which a failed RegistryService.Invoke reports its vendor wait (registry_service.proto).
-VENDOR_WAIT_METADATA = "x-agentmesh-vendor-wait-ms"
 
 
 def failure(err: grpc.aio.AioRpcError, default_reason: str) -> ToolFailure:
@@ -61,23 +59,11 @@ class RegistryInvoker:
                                               timeout=call.timeout_s)
         except grpc.aio.AioRpcError as err:
             refused = failure(err, "INTERNAL")
-            refused.vendor_wait_s = vendor_wait_of(err.trailing_metadata())
+            refused.vendor_wait_s = vendorwait.from_metadata(err.trailing_metadata())
             raise refused from None
         arguments = convert.to_dict(response.arguments) if response.HasField("arguments") else None
         waited = response.vendor_wait.ToNanoseconds() / 1e9 if response.HasField("vendor_wait") else None
         return ToolReply(convert.to_dict(response.result), response.summary, response.replayed, arguments, waited)
-
-
-def vendor_wait_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> float | None:
-    """The vendor wait (seconds) a failed Invoke reported in its trailing metadata; None when it reported none."""
-    for key, value in metadata or ():
-        if key == VENDOR_WAIT_METADATA:
-            try:
-                ms = float(value.decode() if isinstance(value, bytes) else value)
-            except ValueError:
-                return None
-            return ms / 1000 if math.isfinite(ms) and ms >= 0 else None
-    return None
 
 
 class RegistryCatalog:

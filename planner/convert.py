@@ -24,7 +24,7 @@ from planner.model import (
     Usage,
 )
 from planner.templates import action
-from planner.validation import ToolInfo, schema_violations
+from planner.validation import People, ToolInfo, schema_violations
 
 _STATUS = {common_pb2.STEP_STATUS_OK: OK, common_pb2.STEP_STATUS_DENIED: DENIED,
            common_pb2.STEP_STATUS_FAILED: FAILED, common_pb2.STEP_STATUS_SKIPPED: SKIPPED}
@@ -67,24 +67,24 @@ def person(p: common_pb2.Person) -> Person:
     return Person(p.email.strip().lower(), name, first, last, tuple(p.groups))
 
 
-# Converted directories by (tenant, people_fingerprint): a tenant's thousand people are the same list on every
-# request until its directory changes, and converting them is most of the planner's own work per LLM request.
+# Directories by (tenant, people_fingerprint): a tenant's thousand people are the same list on every request until
+# its directory changes, and converting and indexing them would be most of the planner's own work per LLM request.
 _PEOPLE_CACHE_SIZE = 64
-_people_cache: OrderedDict[tuple[str, str], tuple[Person, ...]] = OrderedDict()
+_people_cache: OrderedDict[tuple[str, str], People] = OrderedDict()
 _people_lock = threading.Lock()
 
 
-def people_of(request: planner_service_pb2.PlanRequest, tenant: str) -> tuple[Person, ...]:
-    """The request's people, converted once per (tenant, people_fingerprint) when the caller sent a fingerprint."""
+def people_of(request: planner_service_pb2.PlanRequest, tenant: str) -> People:
+    """The request's people, indexed; converted once per (tenant, people_fingerprint) when the caller sent one."""
     if not request.people_fingerprint:
-        return tuple(person(p) for p in request.people)
+        return People([person(p) for p in request.people])
     key = (tenant, request.people_fingerprint)
     with _people_lock:
         found = _people_cache.get(key)
-        if found is not None and len(found) == len(request.people):
+        if found is not None and len(found.people) == len(request.people):
             _people_cache.move_to_end(key)
             return found
-    converted = tuple(person(p) for p in request.people)
+    converted = People([person(p) for p in request.people])
     with _people_lock:
         _people_cache[key] = converted
         while len(_people_cache) > _PEOPLE_CACHE_SIZE:
@@ -128,8 +128,9 @@ def plan_input(request: planner_service_pb2.PlanRequest, tenant: str, requester:
     denied = {d.name: d.reason or f"you may not use {d.name}" for d in request.denied_tools}
     previous = plan_from_proto(request.previous_plan) if request.HasField("previous_plan") and (
         request.previous_plan.steps or request.observations) else None
+    directory = people_of(request, tenant)
     return PlanInput(tenant=tenant, requester=requester, request=request.request.strip(), tools=tools,
-                     denied=denied, people=people_of(request, tenant), deadline=deadline,
+                     denied=denied, people=directory.people, directory=directory, deadline=deadline,
                      context=context_dict(request.context), previous_plan=previous,
                      previous_round=request.previous_plan.round if previous else 0,
                      observations=tuple(observation(o) for o in request.observations),

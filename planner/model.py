@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner.embedded.model import Person, PlanResult
-from planner.validation import ToolInfo
+from planner.validation import People, ToolInfo
 
 # Step statuses as the planner reads them (StepStatus without the STEP_STATUS_ prefix, lower case).
 OK, DENIED, FAILED, SKIPPED = "ok", "denied", "failed", "skipped"
@@ -82,6 +82,7 @@ class PlanInput:
     observations: tuple[Observation, ...] = ()
     fingerprint: str = ""
     people_fingerprint: str = ""  # identifies exactly `people` (set by the caller; empty: unknown)
+    directory: People | None = None  # `people` indexed, when the caller has the index already
 
     @property
     def replan(self) -> bool:

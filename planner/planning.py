@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -95,7 +94,7 @@ class Planner:
         rejects rather than downgrades. The time spent awaiting model providers, every tier tried, is added to
         `waited`."""
         catalog = ToolCatalog(inp.tools, inp.denied)
-        people = _people(inp)
+        people = inp.directory or People(inp.people)
         known = {s.id for s in inp.previous_plan.steps} if inp.previous_plan else set()
         known |= {o.step_id for o in inp.observations}
         round_ = inp.previous_round + 1 if inp.replan else 0
@@ -252,25 +251,6 @@ class Planner:
         return ModelRequest(plan_system(prompt_tools, catalog.denied, today, inp.replan),
                             plan_user(planning_input, context, previous, [o.as_data() for o in inp.observations]),
                             PLAN_TOOL)
-
-
-_PEOPLE_INDEXES: OrderedDict[tuple[str, str], People] = OrderedDict()
-
-
-def _people(inp: PlanInput) -> People:
-    """The directory index of the request's people, reused per (tenant, people_fingerprint): indexing a tenant's
-    thousands of people on every request would be most of the planner's own work."""
-    if not inp.people_fingerprint:
-        return People(inp.people)
-    key = (inp.tenant, inp.people_fingerprint)
-    found = _PEOPLE_INDEXES.get(key)
-    if found is None or len(found.people) != len(inp.people):
-        found = _PEOPLE_INDEXES[key] = People(inp.people)
-        while len(_PEOPLE_INDEXES) > 64:
-            _PEOPLE_INDEXES.popitem(last=False)
-    else:
-        _PEOPLE_INDEXES.move_to_end(key)
-    return found
 
 
 def _relevant_people(inp: PlanInput) -> Sequence[Any]:

@@ -16,16 +16,17 @@ def test_same_fingerprint_reuses_the_conversion() -> None:
     first = people_of(_request(["Alice", "Bob"], "fp-1"), "acme")
     again = people_of(_request(["Alice", "Bob"], "fp-1"), "acme")
     assert again is first
-    assert [p.email for p in first] == ["alice@acme.example", "bob@acme.example"]
-    assert (first[0].first_name, first[0].last_name) == ("Alice", "Example")
+    assert [p.email for p in first.people] == ["alice@acme.example", "bob@acme.example"]
+    assert (first.people[0].first_name, first.people[0].last_name) == ("Alice", "Example")
+    assert first.resolve("Bob", "alice@acme.example") == "bob@acme.example"
 
 
 def test_other_tenant_or_fingerprint_or_none_is_converted_afresh() -> None:
     acme = people_of(_request(["Alice"], "fp-2"), "acme")
     globex = people_of(_request(["Carol"], "fp-2"), "globex")
-    assert [p.email for p in globex] == ["carol@acme.example"] and globex is not acme
+    assert [p.email for p in globex.people] == ["carol@acme.example"] and globex is not acme
     changed = people_of(_request(["Alice", "Dave"], "fp-3"), "acme")
-    assert [p.email for p in changed] == ["alice@acme.example", "dave@acme.example"]
+    assert [p.email for p in changed.people] == ["alice@acme.example", "dave@acme.example"]
     plain = people_of(_request(["Erin"]), "acme")
-    assert [p.email for p in plain] == ["erin@acme.example"]
+    assert [p.email for p in plain.people] == ["erin@acme.example"]
     assert people_of(_request(["Erin"]), "acme") is not plain
